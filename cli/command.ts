@@ -1,0 +1,41 @@
+/**
+ * The shape of a CLI subcommand and shared argument helpers.
+ *
+ * @module
+ */
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** One subcommand of `cli/main.ts`. */
+export interface Command {
+  /** Name typed after `main.ts`. */
+  name: string;
+  /** One-line summary for the command list. */
+  summary: string;
+  /** Full `--help` text. */
+  help: string;
+  /** Runs the command with its arguments (after the command name); returns the exit code. */
+  run(args: string[]): Promise<number>;
+}
+
+/** Options of {@linkcode parseFlags}. */
+export type FlagSpec = NonNullable<ParseArgsConfig["options"]>;
+
+/**
+ * Parses `args` strictly with `node:util` parseArgs, adding `--help`. Unknown flags throw an error naming the flag
+ * and the command.
+ */
+export function parseFlags(command: string, args: string[], options: FlagSpec) {
+  try {
+    return parseArgs({
+      args,
+      options: { ...options, help: { type: "boolean", short: "h" } },
+      allowPositionals: false,
+      strict: true,
+    }).values as Record<string, string | boolean | string[] | undefined>;
+  } catch (e) {
+    throw new UsageError(`${command}: ${(e as Error).message} (see --help)`);
+  }
+}
+
+/** An error in the command line: printed without a stack trace, exit code 2. */
+export class UsageError extends Error {}

@@ -1,0 +1,50 @@
+/**
+ * The single CLI entry point: `deno run -A cli/main.ts <command> [options]`. Each command answers `--help`.
+ *
+ * @module
+ */
+import { type Command, UsageError } from "./command.ts";
+import { info } from "./info.ts";
+import { pendingCommands } from "./pending.ts";
+
+/** Every subcommand, in the order `--help` lists them. */
+export const commands: Command[] = [info, ...pendingCommands];
+
+function usage(): string {
+  const width = Math.max(...commands.map((c) => c.name.length));
+  return [
+    "Usage: deno run -A cli/main.ts <command> [options]",
+    "",
+    "WebGPU toolkit for RL fine-tuning of LLM reasoning with process and outcome reward models.",
+    "",
+    "Commands:",
+    ...commands.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "Run `deno run -A cli/main.ts <command> --help` for a command's options.",
+  ].join("\n");
+}
+
+/** Runs the CLI with `args`; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const [name, ...rest] = args;
+  if (!name || name === "--help" || name === "-h" || name === "help") {
+    console.log(usage());
+    return name ? 0 : 2;
+  }
+  const command = commands.find((c) => c.name === name);
+  if (!command) {
+    console.error(`Unknown command "${name}"\n\n${usage()}`);
+    return 2;
+  }
+  try {
+    return await command.run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(e.message);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

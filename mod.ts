@@ -1,0 +1,29 @@
+/**
+ * A WebGPU-native toolkit for RL fine-tuning of LLM reasoning with process (PRM) and outcome (ORM) reward models.
+ *
+ * The transformer's math runs as WGSL compute shaders on Deno's native WebGPU; reward shaping (Clip, Delta),
+ * GAE and the PPO losses are pure, property-tested TypeScript with WGSL twins.
+ *
+ * @example
+ * ```ts
+ * import { Gpu, upload, readF32, runBatch, add } from "./mod.ts";
+ * const gpu = await Gpu.create();
+ * const a = upload(gpu, [1, 2, 3]), b = upload(gpu, [4, 5, 6]), out = upload(gpu, [0, 0, 0]);
+ * await runBatch(gpu, "add", (batch) => add(batch, out, a, b));
+ * console.log(await readF32(out)); // Float32Array [5, 7, 9]
+ * ```
+ *
+ * @module
+ */
+
+// GPU runtime
+export { getGpu, Gpu, type GpuLimits, type GpuOptions, NO_ADAPTER_MESSAGE } from "./core/gpu/device.ts";
+export { type Binding, type DType, expectShape, numel, Tensor, type TensorView } from "./core/gpu/tensor.ts";
+export { Batch, runBatch } from "./core/gpu/batch.ts";
+export { type HostData, readF32, readI32, upload, zeros } from "./core/gpu/io.ts";
+export { grid1d, type KernelSpec, packParams, type ParamField, withConstants } from "./core/gpu/kernel.ts";
+export { type PoolStats } from "./core/gpu/buffer_pool.ts";
+export { rowShards } from "./core/gpu/shard.ts";
+
+// Kernels
+export { add, axpy, mul, scale } from "./core/ops/elementwise.ts";
