@@ -27,3 +27,37 @@ export { rowShards } from "./core/gpu/shard.ts";
 
 // Kernels
 export { add, axpy, mul, scale } from "./core/ops/elementwise.ts";
+
+// Reward math (pure TS)
+export * from "./core/rewards/mod.ts";
+export {
+  AdaptiveKLController,
+  type AdaptiveKLOptions,
+  FixedKLController,
+  K3_LOG_RATIO_CLAMP,
+  type KLController,
+  klEstimate,
+  klEstimateGrad,
+  type KLEstimateOptions,
+  type KLEstimator,
+  type KLMode,
+  klPenalty,
+  type KLPenaltyOptions,
+} from "./core/rl/kl.ts";
+export {
+  gae,
+  gaeBatch,
+  type GAEBatchOptions,
+  type GAEOptions,
+  type GAEResult,
+  whiten,
+  type WhitenOptions,
+} from "./core/rl/gae.ts";
+export {
+  LOG_RATIO_CLAMP,
+  type PPOBatch,
+  type PPOKLInLoss,
+  ppoLoss,
+  type PPOLossOptions,
+  type PPOLossResult,
+} from "./core/rl/ppo_loss.ts";
