@@ -19,22 +19,31 @@ function gcd(a: number, b: number): number {
 
 /**
  * Splits `rows` rows of `rowElems` f32 elements into ranges whose bytes fit one binding and whose starts are
- * aligned for binding offsets. `extraBytes` reserves room when other rows share the binding budget.
+ * aligned for binding offsets. When several tensors are sharded by the same rows (e.g. logits (R, V) and their
+ * per-row outputs (R)), pass every row size: each shard start is then aligned for all of them and the largest
+ * fits the binding limit.
  *
  * @example
  * ```ts
  * for (const { start, count } of rowShards(gpu, vocab, hidden)) { ... }
  * ```
  */
-export function rowShards(gpu: Gpu, rows: number, rowElems: number): RowRange[] {
-  const rowBytes = Math.max(1, rowElems) * 4;
+export function rowShards(gpu: Gpu, rows: number, rowElems: number | readonly number[]): RowRange[] {
+  const sizes = typeof rowElems === "number" ? [rowElems] : rowElems;
   const align = gpu.limits.storageOffsetAlignment;
-  const step = align / gcd(rowBytes, align); // rows per aligned block
+  let step = 1; // rows per block aligned for every size: lcm of each size's step
+  for (const e of sizes) {
+    const s = align / gcd(Math.max(1, e) * 4, align);
+    step = (step * s) / gcd(step, s);
+  }
+  const rowBytes = Math.max(1, ...sizes) * 4;
   const fit = Math.floor(gpu.limits.maxBindingSize / rowBytes);
   const perShard = Math.floor(fit / step) * step;
   if (perShard < 1) {
     throw new Error(
-      `A row of ${rowElems} elements (${rowBytes} bytes, aligned in blocks of ${step} rows) does not fit the ` +
+      `A row of ${
+        rowBytes / 4
+      } elements (${rowBytes} bytes, aligned in blocks of ${step} rows) does not fit the ` +
         `storage binding limit of ${gpu.limits.maxBindingSize} bytes`,
     );
   }
