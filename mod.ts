@@ -61,3 +61,65 @@ export {
   type PPOLossOptions,
   type PPOLossResult,
 } from "./core/rl/ppo_loss.ts";
+
+// Model I/O: config, safetensors, checkpoints, hub, tokenizer, chat template
+export {
+  configToJson,
+  loadConfig,
+  parseQwen2Config,
+  QWEN2_ARCHITECTURES,
+  type Qwen2Architecture,
+  type Qwen2Config,
+  qwen2Config,
+  type Qwen2ConfigInit,
+} from "./core/model/config.ts";
+export {
+  bf16BitsToF32,
+  decodeToF32,
+  DTYPE_SIZE,
+  encodeF32,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  parseSafetensorsHeader,
+  type ReadOptions,
+  type SafetensorsDtype,
+  SafetensorsFile,
+  type TensorInfo,
+} from "./core/model/safetensors.ts";
+export {
+  type CheckpointContents,
+  openCheckpointDir,
+  type OpenedCheckpoint,
+  SafetensorsCheckpoint,
+  saveCheckpointDir,
+  type TensorToWrite,
+  TOKENIZER_FILES,
+  writeSafetensors,
+  writeSafetensorsSharded,
+} from "./core/model/checkpoint.ts";
+export {
+  DEFAULT_MODEL_FILES,
+  hubCacheDir,
+  type HubOptions,
+  repoFolderName,
+  type RepoType,
+  resolveDataset,
+  type ResolvedRepo,
+  resolveModel,
+} from "./core/model/hub.ts";
+export { formatBytes, formatDuration, ProgressBar, type ProgressOptions } from "./core/util/progress.ts";
+export {
+  type AddedTokenInfo,
+  type DecodeOptions,
+  type EncodeOptions,
+  type EncodingWithOffsets,
+  loadTokenizer,
+  Tokenizer,
+} from "./core/tokenizer/tokenizer.ts";
+export {
+  applyChatTemplate,
+  applyChatTemplateIds,
+  type ChatMessage,
+  type ChatTemplateOptions,
+} from "./core/tokenizer/chat_template.ts";
