@@ -123,3 +123,6 @@ export {
   type ChatMessage,
   type ChatTemplateOptions,
 } from "./core/tokenizer/chat_template.ts";
+
+// Data: the built-in arithmetic task, its tiny tokenizer and preset, GSM8K loading
+export * from "./core/data/mod.ts";
