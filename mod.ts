@@ -126,3 +126,53 @@ export {
 
 // Data: the built-in arithmetic task, its tiny tokenizer and preset, GSM8K loading
 export * from "./core/data/mod.ts";
+
+// PPO loss and GAE on the GPU (WGSL twins of the TS references)
+export {
+  parsePPOStats,
+  PPO_STATS,
+  ppoLossGpu,
+  type PPOLossGpuInputs,
+  type PPOLossGpuOptions,
+  type PPOLossGpuOutputs,
+  type PPOStatName,
+  type PPOStats,
+  readPPOStats,
+} from "./core/rl/ppo_loss_gpu.ts";
+export {
+  gaeGpu,
+  type GAEGpuInputs,
+  type GAEGpuOptions,
+  type GAEGpuOutputs,
+  whitenGpu,
+  type WhitenGpuInputs,
+} from "./core/rl/gae_gpu.ts";
+
+// Kernels: softmax, reductions, embedding
+export {
+  type CausalMask,
+  logSoftmax,
+  logSoftmaxBackward,
+  softmax,
+  softmaxBackward,
+  type SoftmaxOptions,
+} from "./core/ops/softmax.ts";
+export { REDUCE_CHUNK, reduceAll, type ReduceOp, type ReduceOptions, reduceRows } from "./core/ops/reduce.ts";
+export {
+  checkEmbeddingStatus,
+  embedding,
+  embeddingBackward,
+  type EmbeddingOptions,
+} from "./core/ops/embedding.ts";
+
+// Qwen2 layer kernels (forward and backward)
+export { rmsnormBackward, rmsnormForward, type RmsnormOptions } from "./core/model/rmsnorm.ts";
+export { ropeBackward, ropeForward, ropeInvFreq, type RopeOptions } from "./core/model/rope.ts";
+export { attentionBackward, attentionForward, type AttentionOptions } from "./core/model/attention.ts";
+export {
+  swigluBackward,
+  swigluForward,
+  swigluFusedBackward,
+  swigluFusedForward,
+} from "./core/model/swiglu.ts";
+export { logprobsBackward, logprobsForward } from "./core/model/logprobs.ts";
