@@ -59,7 +59,7 @@ export class Batch {
   readonly #chunks: UniformChunk[] = [];
   readonly #checks: Promise<void>[] = [];
   readonly #compiled = new Set<Promise<void>>();
-  readonly #reads: { src: Binding; read: PendingRead }[] = [];
+  readonly #reads: { buffer: GPUBuffer; srcOffset: number; read: PendingRead }[] = [];
   readonly #temps: GPUBuffer[] = [];
   #readBytes = 0;
   #submitted = false;
@@ -165,6 +165,7 @@ export class Batch {
   /** Reads `src` back after this batch runs; the promise resolves once {@linkcode Batch.submit} has completed. */
   read(src: Binding): Promise<Float32Array | Int32Array | Uint32Array> {
     const r = bindingRange(src);
+    const buffer = r.tensor.buffer; // captured now: the tensor may be released before submit
     return new Promise((resolve, reject) => {
       const read: PendingRead = {
         offset: this.#readBytes,
@@ -174,7 +175,7 @@ export class Batch {
         reject,
       };
       this.#readBytes += r.length * 4;
-      this.#reads.push({ src, read });
+      this.#reads.push({ buffer, srcOffset: r.offset * 4, read });
     });
   }
 
@@ -207,10 +208,9 @@ export class Batch {
         size: this.#readBytes,
         usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
       });
-      for (const { src, read } of this.#reads) {
-        const r = bindingRange(src);
+      for (const { buffer, srcOffset, read } of this.#reads) {
         if (read.bytes > 0) {
-          this.#encoder.copyBufferToBuffer(r.tensor.buffer, r.offset * 4, staging, read.offset, read.bytes);
+          this.#encoder.copyBufferToBuffer(buffer, srcOffset, staging, read.offset, read.bytes);
         }
       }
     }
