@@ -176,3 +176,31 @@ export {
   swigluFusedForward,
 } from "./core/model/swiglu.ts";
 export { logprobsBackward, logprobsForward } from "./core/model/logprobs.ts";
+
+// Qwen2 model: parameters, forward, scoring, generation
+export { type LayerParams, paramShapes, type Qwen2Params } from "./core/model/params.ts";
+export {
+  type CacheStep,
+  type ForwardInputs,
+  type LayerActivations,
+  lmHead,
+  releaseActivations,
+  trunkForward,
+  type TrunkOutput,
+} from "./core/model/qwen2.ts";
+export {
+  loadModel,
+  type PackedBatch,
+  packSequences,
+  type Qwen2Model,
+  randomModel,
+  releaseModel,
+  saveModel,
+  type ScoreOptions,
+  type ScoreResult,
+  scoreSequences,
+} from "./core/model/model.ts";
+export { generate, type GenerateOptions, type GenerateResult } from "./core/model/generate.ts";
+export { createKVCache, type KVCache, releaseKVCache } from "./core/model/kv_cache.ts";
+export { linear, linearBackward } from "./core/model/linear.ts";
+export { reduceColumns } from "./core/ops/columns.ts";

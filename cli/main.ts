@@ -4,11 +4,13 @@
  * @module
  */
 import { type Command, UsageError } from "./command.ts";
+import { generateCommand } from "./generate.ts";
 import { info } from "./info.ts";
+import { logprobs } from "./logprobs.ts";
 import { pendingCommands } from "./pending.ts";
 
 /** Every subcommand, in the order `--help` lists them. */
-export const commands: Command[] = [info, ...pendingCommands];
+export const commands: Command[] = [info, generateCommand, logprobs, ...pendingCommands];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

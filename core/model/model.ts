@@ -14,11 +14,11 @@ import { Batch } from "../gpu/batch.ts";
 import { getGpu, type Gpu } from "../gpu/device.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
-import { openCheckpointDir } from "./checkpoint.ts";
+import { openCheckpointDir, saveCheckpointDir } from "./checkpoint.ts";
 import type { Qwen2Config } from "./config.ts";
 import { type HubOptions, resolveModel } from "./hub.ts";
 import { logprobsForward } from "./logprobs.ts";
-import { loadParams, type Qwen2Params, releaseParams } from "./params.ts";
+import { initParams, loadParams, type Qwen2Params, readParams, releaseParams } from "./params.ts";
 import { lmHead, trunkForward } from "./qwen2.ts";
 
 /** A Qwen2 model whose weights live on the GPU. */
@@ -220,4 +220,31 @@ export async function scoreSequences(
     result.logits = seqs.map((s, b) => all.slice(first(b) * V, (first(b) + s.length) * V));
   }
   return result;
+}
+
+/**
+ * Writes the model as a Hugging Face checkpoint directory (config.json + model.safetensors in f32, plus the
+ * tokenizer files of `tokenizerDir`), atomically: a crash leaves the previous checkpoint in place.
+ */
+export async function saveModel(
+  model: Qwen2Model,
+  dir: string,
+  opts: { tokenizerDir?: string } = {},
+): Promise<void> {
+  const values = await readParams(model.params);
+  await saveCheckpointDir(dir, {
+    config: model.config,
+    tensors: [...values].map(([name, data]) => ({
+      name,
+      dtype: "F32" as const,
+      shape: [...model.params.byName.get(name)!.shape],
+      data,
+    })),
+    tokenizerFiles: opts.tokenizerDir,
+  });
+}
+
+/** A model with seeded random weights (HF initialisation: N(0, std²) weights, zero biases, unit norms). */
+export function randomModel(gpu: Gpu, config: Qwen2Config, opts: { seed: number; std?: number }): Qwen2Model {
+  return { gpu, config, params: initParams(gpu, config, opts), dir: null };
 }
