@@ -204,3 +204,6 @@ export { generate, type GenerateOptions, type GenerateResult } from "./core/mode
 export { createKVCache, type KVCache, releaseKVCache } from "./core/model/kv_cache.ts";
 export { linear, linearBackward } from "./core/model/linear.ts";
 export { reduceColumns } from "./core/ops/columns.ts";
+
+// Optimisers: AdamW, SGD, gradient clipping, LR schedules, state files
+export * from "./core/optim/mod.ts";
