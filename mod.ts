@@ -207,3 +207,13 @@ export { reduceColumns } from "./core/ops/columns.ts";
 
 // Optimisers: AdamW, SGD, gradient clipping, LR schedules, state files
 export * from "./core/optim/mod.ts";
+
+// GPU sampling
+export {
+  createSamplerState,
+  releaseSamplerState,
+  type SampleOptions,
+  type SamplerState,
+  sampleTokens,
+} from "./core/ops/sampling.ts";
+export { philox4x32, sampleTokensRef, samplingRandom } from "./core/ref/sampling_ref.ts";
