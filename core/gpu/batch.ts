@@ -48,6 +48,8 @@ function typed(dtype: DType, bytes: ArrayBuffer): Float32Array | Int32Array | Ui
 
 /** One command encoder's worth of GPU work. Submit it exactly once. */
 export class Batch {
+  /** Dispatch bindings may be texture views (storage or sampled textures), bound as given. */
+  static readonly textureBindings = true;
   /** Owning runtime. */
   readonly gpu: Gpu;
   /** Label of the encoder. */
@@ -78,7 +80,7 @@ export class Batch {
    */
   dispatch(
     spec: KernelSpec,
-    bindings: Readonly<Record<string, Binding>>,
+    bindings: Readonly<Record<string, Binding | GPUTextureView>>,
     workgroups: readonly number[],
     params: Readonly<Record<string, number>> = {},
   ): void {
@@ -106,7 +108,8 @@ export class Batch {
       if (name === "") return;
       const b = bindings[name];
       if (!b) throw new Error(`Kernel "${spec.name}": binding "${name}" is missing`);
-      entries.push({ binding: i + 1, resource: this.#storage(spec.name, name, b) });
+      const resource = b instanceof GPUTextureView ? b : this.#storage(spec.name, name, b);
+      entries.push({ binding: i + 1, resource });
     });
     for (const name of Object.keys(bindings)) {
       if (!spec.bindings.includes(name)) throw new Error(`Kernel "${spec.name}": unknown binding "${name}"`);
