@@ -217,3 +217,7 @@ export {
   sampleTokens,
 } from "./core/ops/sampling.ts";
 export { philox4x32, sampleTokensRef, samplingRandom } from "./core/ref/sampling_ref.ts";
+
+// Matmul
+export { canBindTextures, matmul, matmulDims, type MatmulOptions } from "./core/ops/matmul.ts";
+export { matmulRef } from "./core/ref/matmul_ref.ts";

@@ -90,6 +90,7 @@ export class Gpu {
       maxComputeInvocationsPerWorkgroup: a.maxComputeInvocationsPerWorkgroup,
       maxComputeWorkgroupSizeX: a.maxComputeWorkgroupSizeX,
       maxComputeWorkgroupSizeY: a.maxComputeWorkgroupSizeY,
+      maxTextureDimension2D: a.maxTextureDimension2D,
       minStorageBufferOffsetAlignment: a.minStorageBufferOffsetAlignment,
       minUniformBufferOffsetAlignment: a.minUniformBufferOffsetAlignment,
     };
