@@ -23,7 +23,7 @@ import { Tensor } from "../core/gpu/tensor.ts";
 import { add, scale } from "../core/ops/elementwise.ts";
 import { reduceAll } from "../core/ops/reduce.ts";
 import { logSoftmax, softmax } from "../core/ops/softmax.ts";
-import type { Row } from "./table.ts";
+import { median, type Row } from "./table.ts";
 
 /** Options of {@linkcode benchKernels}. */
 export interface KernelBenchOptions {
@@ -56,14 +56,22 @@ async function run(gpu: Gpu, reps: number, record: (b: Batch) => void): Promise<
 }
 
 /**
- * Seconds per dispatch: after a warm-up, `(t(2·reps) − t(reps)) / reps`, which cancels the fixed submit and
- * completion-notification latency (about 12 ms per batch under Deno on an H200, more than many kernels take).
+ * Seconds per dispatch: after a warm-up, the median over 3 trials of `(t(2·reps) − t(reps)) / reps`, which cancels
+ * the fixed submit and completion-notification latency (about 12 ms per batch under Deno on an H200, more than many
+ * kernels take). Noise can make that difference tiny or negative: the result never goes below half of the plain
+ * average `t(2·reps) / (2·reps)`, which includes the latency and so bounds the time from above.
  */
 async function time(gpu: Gpu, reps: number, record: (b: Batch) => void): Promise<number> {
   await run(gpu, 1, record);
-  const once = await run(gpu, reps, record);
-  const twice = await run(gpu, 2 * reps, record);
-  return Math.max(twice - once, 1e-9) / reps;
+  const marginal: number[] = [], plain: number[] = [];
+  for (let t = 0; t < 3; t++) {
+    const once = await run(gpu, reps, record);
+    const twice = await run(gpu, 2 * reps, record);
+    marginal.push((twice - once) / reps);
+    plain.push(twice / (2 * reps));
+  }
+  const avg = median(plain);
+  return Math.max(median(marginal) > 0 ? median(marginal) : avg, avg / 2);
 }
 
 /**
