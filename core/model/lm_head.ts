@@ -50,7 +50,8 @@ export function lmHeadForward(
   const rows = logitChunkRows(cfg, N);
   for (let r0 = 0; r0 < N; r0 += rows) {
     const R = Math.min(rows, N - r0);
-    const h = rowsOf(batch, hidden, r0, R, "lm.hidden_rows"), tg = rowsOf(batch, targets, r0, R, "lm.targets");
+    const h = rowsOf(batch, hidden, r0, R, "lm.hidden_rows"),
+      tg = rowsOf(batch, targets, r0, R, "lm.targets");
     const logits = new Tensor(batch.gpu, [R, V], "f32", "lm.logits");
     linear(batch, logits, h, params.lmHead);
     const o = {
@@ -84,7 +85,8 @@ export function lmHeadBackward(
   const rows = logitChunkRows(cfg, N);
   for (let r0 = 0; r0 < N; r0 += rows) {
     const R = Math.min(rows, N - r0);
-    const h = rowsOf(batch, hidden, r0, R, "lm.hidden_rows"), tg = rowsOf(batch, targets, r0, R, "lm.targets");
+    const h = rowsOf(batch, hidden, r0, R, "lm.hidden_rows"),
+      tg = rowsOf(batch, targets, r0, R, "lm.targets");
     const dlp = rowsOf(batch, dlogp, r0, R, "lm.dlogp"), den = rowsOf(batch, dentropy, r0, R, "lm.dentropy");
     const logits = new Tensor(batch.gpu, [R, V], "f32", "lm.logits");
     linear(batch, logits, h, params.lmHead);

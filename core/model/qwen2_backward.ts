@@ -94,7 +94,15 @@ export function trunkBackward(
 
   // hidden = rmsnorm(x_L, w_norm)
   let dx = t([N, C], "d.x_final");
-  rmsnormBackward(batch, dx, grads.get("model.norm.weight")!, dhidden, saved.xFinal, params.norm, saved.rstdFinal);
+  rmsnormBackward(
+    batch,
+    dx,
+    grads.get("model.norm.weight")!,
+    dhidden,
+    saved.xFinal,
+    params.norm,
+    saved.rstdFinal,
+  );
   dhidden.release();
 
   for (let l = cfg.numHiddenLayers - 1; l >= 0; l--) {
@@ -121,7 +129,9 @@ export function trunkBackward(
     // Attention: x2 = x + attention(rope(h·Wqᵀ + bq), rope(h·Wkᵀ + bk), h·Wvᵀ + bv)·Woᵀ
     const datt = t([B, T, H, D], name("att"));
     linearBackward(batch, { dx: datt.reshape([N, H * D]), dw: g.o }, dx2, a.att.reshape([N, H * D]), p.o);
-    const dq = t([B, T, H, D], name("q")), dk = t([B, T, KVH, D], name("k")), dv = t([B, T, KVH, D], name("v"));
+    const dq = t([B, T, H, D], name("q")),
+      dk = t([B, T, KVH, D], name("k")),
+      dv = t([B, T, KVH, D], name("v"));
     attentionBackward(batch, dq, dk, dv, datt, a.q, a.k, a.v, a.att, a.lse, { keyMask: inputs.mask });
     datt.release();
     const dqRaw = t([B, T, H, D], name("q_raw")), dkRaw = t([B, T, KVH, D], name("k_raw"));

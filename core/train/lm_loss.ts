@@ -86,10 +86,20 @@ export async function lmLossAndGrads(
   try {
     const { hidden, saved } = trunkForward(batch, cfg, params, inputs, { save: true });
     keep(hidden);
-    const lse = keep(new Tensor(gpu, [N], "f32", "lm.lse")), entropy = keep(new Tensor(gpu, [N], "f32", "lm.ent"));
+    const lse = keep(new Tensor(gpu, [N], "f32", "lm.lse")),
+      entropy = keep(new Tensor(gpu, [N], "f32", "lm.ent"));
     lmHeadForward(batch, { logp, lse, entropy }, hidden, targetsT, cfg, params);
     const dhidden = new Tensor(gpu, [N, cfg.hiddenSize], "f32", "lm.dhidden");
-    lmHeadBackward(batch, { dhidden, dWlm: lmHeadGrad(cfg, grads) }, dlogpT, dentropy, hidden, targetsT, cfg, params);
+    lmHeadBackward(
+      batch,
+      { dhidden, dWlm: lmHeadGrad(cfg, grads) },
+      dlogpT,
+      dentropy,
+      hidden,
+      targetsT,
+      cfg,
+      params,
+    );
     trunkBackward(batch, grads, dhidden, cfg, params, inputs, saved!);
     releaseActivations(saved!);
     read = batch.read(logp);
