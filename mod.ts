@@ -221,3 +221,20 @@ export { philox4x32, sampleTokensRef, samplingRandom } from "./core/ref/sampling
 // Matmul
 export { canBindTextures, matmul, matmulDims, type MatmulOptions } from "./core/ops/matmul.ts";
 export { matmulRef } from "./core/ref/matmul_ref.ts";
+
+// Training: LM loss, SFT, evaluation, the tiny preset
+export { type LMExample, lmLossAndGrads, type LMLossResult } from "./core/train/lm_loss.ts";
+export { runSft, SFT_DEFAULTS, type SftConfig, type SftResult } from "./core/train/sft.ts";
+export { loadSftData, type SftDataset } from "./core/train/sft_data.ts";
+export { evaluateAccuracy, type EvaluateOptions, type EvaluateResult } from "./core/train/evaluate.ts";
+export { ensureTinyModel, TINY_INIT_DIR } from "./core/train/tiny.ts";
+export { createGrads, type Grads, trunkBackward } from "./core/model/qwen2_backward.ts";
+export { lmHeadBackward, lmHeadForward } from "./core/model/lm_head.ts";
+
+// Reward models (PRM, ORM), their scoring contract, and RL (rollouts, critic, PPO)
+export * from "./core/rm/types.ts";
+export * from "./core/rm/mod.ts";
+export * from "./core/rl/mod.ts";
+
+// Scoring server
+export { type AppDeps, createApp, type ScoringApp } from "./server/app.ts";

@@ -11,6 +11,8 @@ import { Gpu } from "../core/gpu/device.ts";
 import { benchKernels } from "./kernels_bench.ts";
 import { benchMatmul } from "./matmul_bench.ts";
 import { benchModel } from "./model_bench.ts";
+import { benchPPO } from "./ppo_bench.ts";
+import { benchServer } from "./server_bench.ts";
 import { formatTable, type Row } from "./table.ts";
 
 const SUITES: Record<string, { title: string; run: (gpu: Gpu) => Promise<Row[]> }> = {

@@ -3,14 +3,33 @@
  *
  * @module
  */
+import { ablationCommand } from "./ablation.ts";
 import { type Command, UsageError } from "./command.ts";
+import { evalRmCommand } from "./eval_rm.ts";
+import { evalCommand } from "./eval.ts";
 import { generateCommand } from "./generate.ts";
 import { info } from "./info.ts";
 import { logprobs } from "./logprobs.ts";
-import { pendingCommands } from "./pending.ts";
+import { scoreCommand } from "./score.ts";
+import { sftCommand } from "./sft.ts";
+import { trainCommand } from "./train.ts";
+import { trainOrmCommand } from "./train_orm.ts";
+import { trainPrmCommand } from "./train_prm.ts";
 
 /** Every subcommand, in the order `--help` lists them. */
-export const commands: Command[] = [info, generateCommand, logprobs, ...pendingCommands];
+export const commands: Command[] = [
+  info,
+  generateCommand,
+  logprobs,
+  sftCommand,
+  trainPrmCommand,
+  trainOrmCommand,
+  scoreCommand,
+  evalRmCommand,
+  trainCommand,
+  evalCommand,
+  ablationCommand,
+];
 
 function usage(): string {
   const width = Math.max(...commands.map((c) => c.name.length));

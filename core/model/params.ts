@@ -13,8 +13,13 @@
  * model.layers.{l}.mlp.{gate,up}_proj.weight    (I, C)
  * model.layers.{l}.mlp.down_proj.weight         (C, I)
  * model.norm.weight                             (C)
- * lm_head.weight                                (V, C)   absent when tie_word_embeddings
+ * lm_head.weight                                (V, C)   Qwen2ForCausalLM only, absent when tie_word_embeddings
+ * score.weight                                  (L, C)   classification heads only (L = num_labels)
+ * score.bias                                    (L)      Qwen2ForTokenClassification only
  * ```
+ * The classification heads follow `transformers`: Qwen2ForTokenClassification's `score` is
+ * `nn.Linear(C, L)` (with bias), Qwen2ForSequenceClassification's is `nn.Linear(C, L, bias=False)`; neither has
+ * an LM head.
  *
  * @module
  */
@@ -40,15 +45,22 @@ export interface LayerParams {
   down: Tensor;
 }
 
-/** All weights of a Qwen2 trunk and LM head. */
+/** All weights of a Qwen2 trunk and its head (LM head, or classification `score` head). */
 export interface Qwen2Params {
   /** (V, C) token embeddings. */
   embed: Tensor;
   layers: LayerParams[];
   /** (C) final RMSNorm weight. */
   norm: Tensor;
-  /** (V, C) LM head; the same tensor as `embed` when tied. */
+  /**
+   * (V, C) LM head; the same tensor as `embed` when tied. Classification models have none: reading it throws an
+   * error naming the architecture.
+   */
   lmHead: Tensor;
+  /** (L, C) classification head `score.weight` (classification architectures only). */
+  score?: Tensor;
+  /** (L) `score.bias` (Qwen2ForTokenClassification only). */
+  scoreBias?: Tensor;
   /** Every distinct tensor by HF name (tied: no `lm_head.weight`). */
   byName: Map<string, Tensor>;
 }
@@ -91,11 +103,25 @@ export function paramShapes(cfg: Qwen2Config): [string, number[]][] {
     for (const [, suffix] of LAYER_FIELDS) out.push([`model.layers.${l}.${suffix}`, shapes[suffix]]);
   }
   out.push(["model.norm.weight", [C]]);
-  if (!cfg.tieWordEmbeddings) out.push(["lm_head.weight", [V, C]]);
+  if (cfg.architecture === "Qwen2ForCausalLM") {
+    if (!cfg.tieWordEmbeddings) out.push(["lm_head.weight", [V, C]]);
+  } else {
+    out.push(["score.weight", [cfg.numLabels, C]]);
+    if (cfg.architecture === "Qwen2ForTokenClassification") out.push(["score.bias", [cfg.numLabels]]);
+  }
   return out;
 }
 
-function assemble(cfg: Qwen2Config, byName: Map<string, Tensor>): Qwen2Params {
+/**
+ * Typed views over tensors by HF name (`byName` must hold every name of `paramShapes(cfg)`, e.g. after swapping a
+ * model's head). Throws naming the first missing tensor.
+ */
+export function assembleParams(cfg: Qwen2Config, byName: Map<string, Tensor>): Qwen2Params {
+  for (const [name] of paramShapes(cfg)) {
+    if (!byName.has(name)) {
+      throw new Error(`Cannot assemble ${cfg.architecture} parameters: tensor "${name}" is missing`);
+    }
+  }
   const get = (n: string) => byName.get(n)!;
   const layers = Array.from({ length: cfg.numHiddenLayers }, (_, l) => {
     const p = {} as LayerParams;
@@ -103,13 +129,18 @@ function assemble(cfg: Qwen2Config, byName: Map<string, Tensor>): Qwen2Params {
     return p;
   });
   const embed = get("model.embed_tokens.weight");
-  return {
-    embed,
-    layers,
-    norm: get("model.norm.weight"),
-    lmHead: cfg.tieWordEmbeddings ? embed : get("lm_head.weight"),
-    byName,
-  };
+  const base = { embed, layers, norm: get("model.norm.weight"), byName };
+  if (cfg.architecture === "Qwen2ForCausalLM") {
+    return { ...base, lmHead: cfg.tieWordEmbeddings ? embed : get("lm_head.weight") };
+  }
+  const out = { ...base, score: get("score.weight"), scoreBias: byName.get("score.bias") } as Qwen2Params;
+  Object.defineProperty(out, "lmHead", {
+    enumerable: false,
+    get(): Tensor {
+      throw new Error(`A ${cfg.architecture} model has no LM head (it scores with "score.weight")`);
+    },
+  });
+  return out;
 }
 
 /** Rows uploaded per read when streaming a large tensor (bounds host memory to one slice). */
@@ -154,7 +185,7 @@ export async function loadParams(
     for (const t of byName.values()) t.release();
     throw e;
   }
-  return assemble(cfg, byName);
+  return assembleParams(cfg, byName);
 }
 
 /**
@@ -188,7 +219,7 @@ export function initParams(gpu: Gpu, cfg: Qwen2Config, opts: { seed: number; std
     gpu.device.queue.writeBuffer(t.buffer, 0, data as BufferSource);
     byName.set(name, t);
   }
-  return assemble(cfg, byName);
+  return assembleParams(cfg, byName);
 }
 
 /** Reads every parameter back to the host in one readback, e.g. to save a checkpoint. */

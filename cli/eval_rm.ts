@@ -1,0 +1,126 @@
+/**
+ * `eval-rm`: evaluate a PRM and/or an ORM on held-out problems — step-level accuracy and ROC-AUC on reference and
+ * corrupted solutions and on policy samples, and best-of-N accuracy (PRM-min, PRM-product, PRM-last, ORM)
+ * against majority vote, a random pick and pass@N.
+ *
+ * @module
+ */
+import { generateProblems } from "../core/data/arithmetic.ts";
+import { loadGsm8k } from "../core/data/gsm8k.ts";
+import { getGpu } from "../core/gpu/device.ts";
+import { releaseModel } from "../core/model/model.ts";
+import { type EvalProblem, evaluateRewardModels, formatRmReport } from "../core/rm/eval_rm.ts";
+import { loadRewardModel, type RewardModel } from "../core/rm/scorer.ts";
+import { type Command, parseFlags, UsageError } from "./command.ts";
+import { rmDir } from "./score.ts";
+import {
+  DEFAULT_POLICY,
+  flagHelp,
+  flagSpec,
+  loadPolicy,
+  numFlag,
+  type Policy,
+  reportErrors,
+  resolvePolicy,
+} from "./train_prm.ts";
+
+const FLAGS: [string, string, string | null][] = [
+  ["prm", 'PRM directory, or "none"', "runs/prm-tiny/final if present"],
+  ["orm", 'ORM directory, or "none"', "runs/orm-tiny/final if present"],
+  [
+    "policy",
+    'policy sampled for best-of-N, or "none" (step-level metrics only)',
+    `${DEFAULT_POLICY} if present`,
+  ],
+  [
+    "data",
+    '"builtin" (held-out test split of the arithmetic task) or a GSM8K source (no step labels)',
+    "builtin",
+  ],
+  ["problems", "held-out problems", "200"],
+  ["n", "samples per problem (best-of-N)", "16"],
+  ["temperature", "sampling temperature", "1"],
+  ["max-new-tokens", "longest sample", "200"],
+  ["corruptions", "built-in task: corrupted solutions per problem for the step-level set", "4"],
+  ["seed", "seed of the problems, corruptions, samples and the random pick", "0"],
+  ["json", "print the report as one JSON object", null],
+];
+
+/** The `eval-rm` command. */
+export const evalRmCommand: Command = {
+  name: "eval-rm",
+  summary: "Evaluate reward models (step ROC-AUC, best-of-N vs majority vote)",
+  help: `Usage: deno run -A cli/main.ts eval-rm [options]
+
+Evaluates a PRM and/or an ORM on held-out problems:
+  - step level (built-in task): PRM accuracy at threshold 0.5 and exact ROC-AUC (Mann–Whitney, ties count ½) on
+    reference + corrupted solutions and on policy samples with exact labels; ORM per solution;
+  - best-of-N with the policy's samples (temperature 1): PRM-min, PRM-product, PRM-last and ORM reranking vs
+    majority vote over extracted answers, a seeded random pick, pass@N (oracle) and the mean single-sample
+    accuracy, for N = 1, 2, 4, … up to --n.
+
+Options:
+${flagHelp(FLAGS)}
+  -h, --help`,
+  run(args) {
+    const cmd = "eval-rm";
+    const f = parseFlags(cmd, args, flagSpec(FLAGS));
+    if (f.help) return console.log(this.help), Promise.resolve(0);
+    return reportErrors(cmd, async () => {
+      const prmDir = await rmDir(f.prm, "runs/prm-tiny/final"),
+        ormDir = await rmDir(f.orm, "runs/orm-tiny/final");
+      if (!prmDir && !ormDir) {
+        throw new UsageError(
+          `${cmd}: no reward model: pass --prm and/or --orm (runs/prm-tiny/final is absent)`,
+        );
+      }
+      const seed = numFlag(cmd, f, "seed", 0), count = numFlag(cmd, f, "problems", 200);
+      const data = (f.data as string | undefined) ?? "builtin";
+      const problems: EvalProblem[] = data === "builtin"
+        ? generateProblems(count, { seed, split: "test" })
+        : (await loadGsm8k(data, { split: "test", limit: count }));
+      const gpu = await getGpu();
+      const policyDir = await resolvePolicy(f.policy);
+      const loaded: RewardModel[] = [];
+      let policy: Policy | null = null;
+      try {
+        const prm = prmDir ? await loadRewardModel(prmDir, "prm", { gpu }) : undefined;
+        if (prm) loaded.push(prm);
+        const orm = ormDir ? await loadRewardModel(ormDir, "orm", { gpu }) : undefined;
+        if (orm) loaded.push(orm);
+        policy = policyDir ? await loadPolicy(policyDir, gpu) : null;
+        const t0 = performance.now();
+        const report = await evaluateRewardModels(problems, {
+          prm,
+          orm,
+          policy: policy ?? undefined,
+          n: numFlag(cmd, f, "n", 16),
+          sampling: {
+            temperature: numFlag(cmd, f, "temperature", 1),
+            maxNewTokens: numFlag(cmd, f, "max-new-tokens", 200),
+          },
+          corruptions: numFlag(cmd, f, "corruptions", 4),
+          seed,
+        });
+        const meta = {
+          prm: prmDir,
+          orm: ormDir,
+          policy: policyDir,
+          data,
+          seconds: (performance.now() - t0) / 1000,
+        };
+        if (f.json) console.log(JSON.stringify({ ...meta, ...report }));
+        else {
+          console.log(
+            `PRM ${prmDir ?? "—"} · ORM ${ormDir ?? "—"} · policy ${policyDir ?? "—"} · data ${data}`,
+          );
+          console.log(formatRmReport(report));
+        }
+      } finally {
+        for (const m of loaded) releaseModel(m.model);
+        if (policy) releaseModel(policy.model);
+      }
+      return 0;
+    });
+  },
+};
