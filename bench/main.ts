@@ -22,6 +22,11 @@ const SUITES: Record<string, { title: string; run: (gpu: Gpu) => Promise<Row[]> 
     title: "Qwen2-shaped model (random weights; readbacks per sequence)",
     run: (gpu) => benchModel({ gpu }),
   },
+  ppo: {
+    title: "one PPO iteration, tiny preset (seconds: generation / scoring / training)",
+    run: (gpu) => benchPPO({ gpu }),
+  },
+  server: { title: "scoring server load test (loopback)", run: (gpu) => benchServer({ gpu }) },
 };
 
 const HELP = `Usage: deno task bench [--only ${Object.keys(SUITES).join(",")}] [--json FILE]
