@@ -11,6 +11,7 @@ import { getGpu } from "../core/gpu/device.ts";
 import { releaseModel } from "../core/model/model.ts";
 import { type EvalProblem, evaluateRewardModels, formatRmReport } from "../core/rm/eval_rm.ts";
 import { loadRewardModel, type RewardModel } from "../core/rm/scorer.ts";
+import { exists } from "../core/util/atomic.ts";
 import { type Command, parseFlags, UsageError } from "./command.ts";
 import { rmDir } from "./score.ts";
 import {
@@ -43,8 +44,32 @@ const FLAGS: [string, string, string | null][] = [
   ["max-new-tokens", "longest sample", "200"],
   ["corruptions", "built-in task: corrupted solutions per problem for the step-level set", "4"],
   ["seed", "seed of the problems, corruptions, samples and the random pick", "0"],
+  [
+    "samples",
+    "JSONL of policy samples {question, samples}: read when it exists (no policy needed), else written after " +
+    "sampling, so several reward models can be compared on the same samples",
+    "none",
+  ],
   ["json", "print the report as one JSON object", null],
 ];
+
+/** Policy samples saved by an earlier `eval-rm --samples`; their questions must be `problems`' in order. */
+async function readSamples(path: string, problems: readonly EvalProblem[]): Promise<string[][]> {
+  const rows = (await Deno.readTextFile(path)).split("\n").filter((l) => l.trim() !== "").map((l) =>
+    JSON.parse(l)
+  );
+  if (rows.length < problems.length) {
+    throw new Error(`Cannot use samples "${path}": ${rows.length} rows for ${problems.length} problems`);
+  }
+  return problems.map((p, i) => {
+    if (rows[i].question !== p.question || !Array.isArray(rows[i].samples)) {
+      throw new Error(
+        `Cannot use samples "${path}": row ${i + 1} is not problem ${i} ("${p.question.slice(0, 40)}…")`,
+      );
+    }
+    return rows[i].samples as string[];
+  });
+}
 
 /** The `eval-rm` command. */
 export const evalRmCommand: Command = {
@@ -88,12 +113,25 @@ ${flagHelp(FLAGS)}
         if (prm) loaded.push(prm);
         const orm = ormDir ? await loadRewardModel(ormDir, "orm", { gpu }) : undefined;
         if (orm) loaded.push(orm);
-        policy = policyDir ? await loadPolicy(policyDir, gpu) : null;
+        const samplesFile = f.samples as string | undefined;
+        const cached = samplesFile && (await exists(samplesFile))
+          ? await readSamples(samplesFile, problems)
+          : undefined;
+        policy = policyDir && !cached ? await loadPolicy(policyDir, gpu) : null;
         const t0 = performance.now();
         const report = await evaluateRewardModels(problems, {
           prm,
           orm,
           policy: policy ?? undefined,
+          samples: cached,
+          onSamples: samplesFile && !cached
+            ? (s) =>
+              Deno.writeTextFile(
+                samplesFile,
+                problems.map((p, i) => JSON.stringify({ question: p.question, samples: s[i] })).join("\n") +
+                  "\n",
+              )
+            : undefined,
           n: numFlag(cmd, f, "n", 16),
           sampling: {
             temperature: numFlag(cmd, f, "temperature", 1),
@@ -105,14 +143,14 @@ ${flagHelp(FLAGS)}
         const meta = {
           prm: prmDir,
           orm: ormDir,
-          policy: policyDir,
+          policy: cached ? `samples from ${samplesFile}` : policyDir,
           data,
           seconds: (performance.now() - t0) / 1000,
         };
         if (f.json) console.log(JSON.stringify({ ...meta, ...report }));
         else {
           console.log(
-            `PRM ${prmDir ?? "—"} · ORM ${ormDir ?? "—"} · policy ${policyDir ?? "—"} · data ${data}`,
+            `PRM ${prmDir ?? "—"} · ORM ${ormDir ?? "—"} · policy ${meta.policy ?? "—"} · data ${data}`,
           );
           console.log(formatRmReport(report));
         }

@@ -27,35 +27,49 @@ const STRING = new Set(
 /** Boolean settings that default to true get a `--no-<flag>` form. */
 const NEGATABLE = [...BOOLEAN].filter((k) => TRAIN_DEFAULTS[k] === true);
 
+/** `flag  text` rows wrapped to 110 columns, continuation lines indented under the text. */
+function wrapRows(rows: string[][]): string {
+  const width = Math.max(...rows.map(([f]) => f.length)), indent = width + 4;
+  return rows.map(([flag, text]) => {
+    const lines = [`  ${flag.padEnd(width)}  `];
+    for (const word of text.split(" ")) {
+      const cur = lines[lines.length - 1];
+      if (cur.length + word.length + 1 > 110 && cur.length > indent) lines.push(" ".repeat(indent) + word);
+      else lines[lines.length - 1] = cur + (cur.length > indent ? " " : "") + word;
+    }
+    return lines.join("\n");
+  }).join("\n");
+}
+
 function helpText(): string {
   const rows = TRAIN_FLAG_DOCS.map(([field, text]) => {
     const def = TRAIN_DEFAULTS[field];
-    const shown = def === "" || def === false ? "" : def === true ? " (default on)" : ` (default ${def})`;
-    const flag = NEGATABLE.includes(field)
-      ? `${trainFlag(field)}, --no-${trainFlag(field).slice(2)}`
-      : trainFlag(field);
-    return [flag, `${text}${shown}`];
+    const shown = def === "" || def === false
+      ? ""
+      : def === true
+      ? ` (default on; ${trainFlag(field).replace("--", "--no-")} turns it off)`
+      : ` (default ${def})`;
+    return [trainFlag(field), `${text}${shown}`];
   });
   rows.unshift([
     "--config",
     "JSON file of settings (keys: the flag names, camelCase or kebab-case); flags override it",
   ]);
-  const width = Math.max(...rows.map(([f]) => f.length));
   return `Usage: deno run -A cli/main.ts train [options]
 
 PPO fine-tuning of a policy with process rewards on the GPU: K sampled solutions per question, training-mode
 old log-probs, a frozen reference policy, a critic on its own trunk, PRM step scores shaped by Clip / Delta /
 Clip-Delta (Gao et al. 2024) plus the success reward, KL penalty, GAE and whitening on the GPU, clipped policy
-and value losses, AdamW with clipping. Writes metrics.jsonl (one record per iteration), metrics.svg, eval.jsonl,
-atomic checkpoints (policy + critic in HF layout, optimiser states, RNG state, config) that --resume continues
-exactly, and final/. Ctrl-C stops after the current iteration and saves a checkpoint.
+and value losses, AdamW with clipping. Writes metrics.jsonl (one record per iteration), metrics.svg,
+eval.jsonl, atomic checkpoints (policy + critic in HF layout, optimiser states, RNG state, config) that
+--resume continues exactly, and final/. Ctrl-C stops after the current iteration and saves a checkpoint.
 
-With no options (\`deno task train\`): the tiny preset's SFT policy on the built-in arithmetic task (built with the
-SFT defaults when runs/sft-tiny/final is absent), a PRM trained for it when runs/prm-tiny/final is absent,
-success + Clip-Delta PRM reward, then held-out greedy accuracy before and after.
+With no options (\`deno task train\`): the tiny preset's SFT policy on the built-in arithmetic task (built
+with the SFT defaults when runs/sft-tiny/final is absent), a PRM trained for it when runs/prm-tiny/final is
+absent, success + Clip-Delta PRM reward, then held-out greedy accuracy before and after.
 
 Options:
-${rows.map(([f, t]) => `  ${f.padEnd(width)}  ${t}`).join("\n")}
+${wrapRows(rows)}
   -h, --help`;
 }
 

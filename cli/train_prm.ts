@@ -13,6 +13,7 @@ import { loadGsm8k } from "../core/data/gsm8k.ts";
 import { tinyPresetConfig, writeTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { getGpu, type Gpu } from "../core/gpu/device.ts";
 import { loadModel, type Qwen2Model, randomModel, releaseModel, saveModel } from "../core/model/model.ts";
+import { isCorrect } from "../core/rewards/answer.ts";
 import { evaluateRewardModels, formatRmReport } from "../core/rm/eval_rm.ts";
 import {
   builtinStepExamples,
@@ -348,6 +349,14 @@ ${flagHelp(PRM_FLAGS)}
                 ...sampling,
                 n: perQuestion,
               },
+            );
+            const correct = problems.filter((p, i) =>
+              isCorrect(samples[i][0] ?? "", String(p.finalAnswer))
+            ).length;
+            log(
+              `${cmd}: first policy sample correct on ${
+                (100 * correct / problems.length).toFixed(1)
+              }% of problems`,
             );
             examples.push(...labelPolicySamples(problems, samples));
           }

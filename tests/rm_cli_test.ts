@@ -124,6 +124,8 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     "6",
     "--corruptions",
     "1",
+    "--samples",
+    `${dir}/samples.jsonl`,
     "--json",
   );
   assert.equal(ev.code, 0, ev.stderr);
@@ -135,6 +137,29 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     assert.ok(k in r.bestOfN.byN["2"], `best-of-2 has ${k}`);
   }
   assert.equal(r.policy.samples, 4);
+  // The saved samples replay without the policy and give the same best-of-N table.
+  const saved = (await Deno.readTextFile(`${dir}/samples.jsonl`)).trim().split("\n").map((l) =>
+    JSON.parse(l)
+  );
+  assert.deepEqual(saved.map((x) => x.samples.length), [2, 2]);
+  const replay = await cli(
+    "eval-rm",
+    "--prm",
+    `${dir}/prm/final`,
+    "--orm",
+    `${dir}/orm/final`,
+    "--policy",
+    "none",
+    "--problems",
+    "2",
+    "--corruptions",
+    "1",
+    "--samples",
+    `${dir}/samples.jsonl`,
+    "--json",
+  );
+  assert.equal(replay.code, 0, replay.stderr);
+  assert.deepEqual(JSON.parse(replay.stdout).bestOfN, r.bestOfN);
 });
 
 Deno.test("reward-model commands: usage errors exit 2, missing models exit 1, both with a message", async () => {

@@ -24,7 +24,7 @@ const jsonl = (rows: unknown[]) => rows.map((r) => JSON.stringify(r)).join("\n")
 Deno.test("a prompt/completion row is the generation prompt (mask 0) then the completion through <|im_end|> (mask 1)", () => {
   const prompt = "Tom has 3 bags of 4 apples. How many apples?";
   const completion = "He has 3*4=<<3*4=12>>12 apples.\n#### 12";
-  const ex = chatExample(tok, prompt, completion);
+  const ex = chatExample(tok, { prompt, completion });
   const p = promptIds(tok, prompt);
   assert.deepEqual(ex.ids.slice(0, p.length), p, "starts with the generation prompt");
   assert.equal(tok.decode(p), `<|im_start|>user\n${prompt}<|im_end|>\n<|im_start|>assistant\n`);
@@ -142,7 +142,7 @@ Deno.test("GSM8K JSONL rows (shared data) render like prompt/completion rows", a
   const ds = await loadSftData(path, { tokenizer: tok, limit: 5, maxLen: 4096 });
   assert.equal(ds.examples.length, 5);
   const first = JSON.parse((await Deno.readTextFile(path)).split("\n")[0]);
-  assert.deepEqual(ds.examples[0], chatExample(tok, first.question, first.answer));
+  assert.deepEqual(ds.examples[0], chatExample(tok, { prompt: first.question, completion: first.answer }));
   const target = ds.examples[0].ids.filter((_, i) => ds.examples[0].completionMask[i] === 1);
   assert.equal(tok.decode(target), `${first.answer}<|im_end|>`);
 });

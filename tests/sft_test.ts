@@ -221,15 +221,15 @@ Deno.test("held-out evaluation is independent of its batch size and counts corre
     const tok = await loadTokenizer(init);
     try {
       const problems = builtinProblems(7, { seed: 0, split: "test" });
-      const opts = { maxNewTokens: 12, keepResponses: true };
-      const a = await evaluateAccuracy(model, tok, problems, { ...opts, batchSize: 7 });
-      const b = await evaluateAccuracy(model, tok, problems, { ...opts, batchSize: 3 });
+      const opts = { tokenizer: tok, maxNewTokens: 12, keepResponses: true };
+      const a = await evaluateAccuracy(model, problems, { ...opts, batchSize: 7 });
+      const b = await evaluateAccuracy(model, problems, { ...opts, batchSize: 3 });
       assert.deepEqual(b.responses, a.responses);
       assert.equal(a.total, 7);
       assert.ok(a.meanResponseTokens > 0 && a.meanResponseTokens <= 12);
       // Gold answers set to what the model says where it says a number: exactly those count as correct.
       const gold = problems.map((p, i) => ({ ...p, finalAnswer: extractAnswer(a.responses![i]) ?? "-1/7" }));
-      const c = await evaluateAccuracy(model, tok, gold, { ...opts, batchSize: 4 });
+      const c = await evaluateAccuracy(model, gold, { ...opts, batchSize: 4 });
       const expected = a.responses!.filter((t) => extractAnswer(t) !== null).length;
       assert.equal(c.correct, expected);
       assert.equal(c.accuracy, expected / 7);

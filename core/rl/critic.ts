@@ -129,8 +129,12 @@ export class Critic implements ValueModel {
     let n = 0;
     for (let i = 0; i < mb.actionMask.length; i++) n += mb.actionMask[i];
     let lossSum = 0, clipSum = 0;
+    // Micro-batches of similar lengths: less padding in each (B, T) pass.
+    const byLength = [...Array(mb.B).keys()].sort((a, b) =>
+      mb.prompts[a].length + mb.responseLength[a] - mb.prompts[b].length - mb.responseLength[b] || a - b
+    );
     for (let b0 = 0; b0 < mb.B; b0 += micro) {
-      const idx = Array.from({ length: Math.min(micro, mb.B - b0) }, (_, k) => b0 + k);
+      const idx = byLength.slice(b0, b0 + micro);
       const prompts = idx.map((b) => mb.prompts[b]), responses = idx.map((b) => mb.responses[b]);
       const reads = valueReads(prompts, responses);
       const { logits, state } = await headForward(

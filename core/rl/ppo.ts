@@ -219,11 +219,12 @@ export async function ppoUpdate(
       let n = 0;
       for (const m of mb.actionMask) n += m;
       const acc = { policyLoss: 0, entropy: 0, clipFrac: 0, approxKL: 0, klLoss: 0 };
+      // Micro-batches of similar lengths: less padding in each (B, T) pass.
+      const byLength = [...Array(mb.B).keys()].sort((a, b) =>
+        mb.prompts[a].length + mb.responseLength[a] - mb.prompts[b].length - mb.responseLength[b] || a - b
+      );
       for (let b0 = 0; b0 < mb.B; b0 += micro) {
-        const part = selectExperience(
-          mb,
-          Array.from({ length: Math.min(micro, mb.B - b0) }, (_, k) => b0 + k),
-        );
+        const part = selectExperience(mb, byLength.slice(b0, b0 + micro));
         let m = 0;
         for (const x of part.actionMask) m += x;
         const s = await policyLossAndGrads(actor, part, { ...opts, weight: m / n });

@@ -99,6 +99,8 @@ export interface RolloutOptions {
   maxBatchTokens?: number;
   /** Reward assembly. */
   reward?: RewardOptions;
+  /** Step separator of the responses (default "\n"; use the PRM's convention). */
+  stepSeparator?: string;
   /** GAE discount γ and λ (default 1, 0.95) and advantage whitening (default true). */
   gamma?: number;
   lambda?: number;
@@ -387,7 +389,7 @@ export async function scoreRollouts(
   const { logp, entropy } = await policyLogprobs(policy, seqs, fwd);
   const { logp: logpRef } = await policyLogprobs(ref, seqs, fwd);
   const values = critic ? await critic.values(prompts, responses) : tokenMatrix(B, T);
-  const parsed = responses.map((r) => responseSteps(tokenizer, r));
+  const parsed = responses.map((r) => responseSteps(tokenizer, r, opts.stepSeparator));
   let stepScores: number[][] = parsed.map(() => []), shaped: number[][] = parsed.map(() => []);
   if (scorer) {
     const scored = await scorer.score(parsed.map((p, i) => ({

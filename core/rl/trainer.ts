@@ -396,6 +396,7 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
             klEstimator: cfg.klEstimator,
             klInReward: cfg.klMode === "reward",
           },
+          stepSeparator: scorer?.prm?.convention.separator,
           gamma: cfg.gamma,
           lambda: cfg.lambda,
           whiten: cfg.whiten,

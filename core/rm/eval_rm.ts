@@ -230,6 +230,10 @@ export interface RmEvalOptions {
   orm?: RewardModel;
   /** The policy whose samples are reranked (best-of-N) and labelled (step level on the policy's outputs). */
   policy?: { model: Qwen2Model; tokenizer: Tokenizer };
+  /** Policy samples given instead of a policy: `samples[i]` are problem i's (N = the shortest list). */
+  samples?: readonly (readonly string[])[];
+  /** Receives the policy samples once drawn (e.g. to save them for another evaluation). */
+  onSamples?: (samples: string[][]) => void | Promise<void>;
   /** Samples per problem (default 16). */
   n?: number;
   /** Best-of-N sizes reported (default: powers of two up to n, and n). */
@@ -276,15 +280,19 @@ export async function evaluateRewardModels(
     const out = await score(ex);
     report.synthetic = { solutions: ex.length, ...metricsOf(ex, out) };
   }
-  if (opts.policy) {
-    const n = opts.n ?? 16;
-    const { model, tokenizer } = opts.policy;
-    const samples = await samplePolicy(model, tokenizer, problems.map((p) => p.question), {
-      temperature: 1,
-      seed: opts.seed ?? 0,
-      ...opts.sampling,
-      n,
-    });
+  if (opts.policy || opts.samples) {
+    const n = opts.samples ? Math.min(...opts.samples.map((s) => s.length)) : opts.n ?? 16;
+    if (opts.samples && opts.samples.length !== problems.length) {
+      throw new Error(`Cannot evaluate: ${opts.samples.length} sample lists for ${problems.length} problems`);
+    }
+    const samples = opts.samples?.map((s) => s.slice(0, n)) ??
+      await samplePolicy(opts.policy!.model, opts.policy!.tokenizer, problems.map((p) => p.question), {
+        temperature: 1,
+        seed: opts.seed ?? 0,
+        ...opts.sampling,
+        n,
+      });
+    await opts.onSamples?.(samples);
     const flat = problems.flatMap((p, i) =>
       samples[i].map((text) => {
         const steps = isBuiltin(p)

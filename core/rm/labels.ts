@@ -126,7 +126,7 @@ export interface PolicySampleOptions {
   maxNewTokens?: number;
   /** Run seed (default 0). */
   seed?: number;
-  /** Sequences generated together (default 64). */
+  /** Sequences generated together (default 128). */
   batchSize?: number;
 }
 
@@ -147,7 +147,7 @@ export async function continueTexts(
   prompts: readonly string[],
   opts: PolicySampleOptions & { seeds: readonly number[] },
 ): Promise<string[]> {
-  const batchSize = opts.batchSize ?? 64, maxNew = opts.maxNewTokens ?? 256;
+  const batchSize = opts.batchSize ?? 128, maxNew = opts.maxNewTokens ?? 256;
   const ids = prompts.map((p) => tokenizer.encode(p, { addSpecialTokens: false }));
   const order = ids.map((_, i) => i).sort((a, b) => ids[a].length - ids[b].length || a - b);
   const stopIds = stopIdsOf(policy, tokenizer);

@@ -152,6 +152,11 @@ export interface RmTrainOptions {
   weightDecay?: number;
   /** Global gradient-norm clip (default 1; 0 disables). */
   maxGradNorm?: number;
+  /**
+   * Length grouping: each run of this many batches is drawn together and cut by sequence length, so a batch pads
+   * little (default 8; 1 = plain shuffled batches).
+   */
+  lengthGroup?: number;
   /** Called after every step. */
   onStep?: (log: RmStepLog) => void | Promise<void>;
   /** Stops after the current step when aborted. */
@@ -187,8 +192,8 @@ export interface RmTrainResult {
 }
 
 /**
- * Trains `model` (a PRM or ORM) in place on `data` for `opts.steps` AdamW steps over seeded shuffled epochs (see
- * the module doc).
+ * Trains `model` (a PRM or ORM) in place on `data` for `opts.steps` AdamW steps over seeded shuffled epochs,
+ * batches grouped by length (see the module doc).
  */
 export async function trainRewardModel(
   model: Qwen2Model,
@@ -218,11 +223,21 @@ export async function trainRewardModel(
     if (pos >= order.length) order = rng.shuffle(data.map((_, i) => i)), pos = 0;
     return data[order[pos++]];
   };
+  // Length grouping: draw G batches' worth of the stream, sort it by length, cut it into batches, shuffle them.
+  const B = Math.min(opts.batchSize, data.length), G = Math.max(1, opts.lengthGroup ?? 8);
+  let queue: RmTrainExample[][] = [];
+  const nextBatch = (): RmTrainExample[] => {
+    if (queue.length === 0) {
+      const pool = Array.from({ length: B * G }, next).sort((a, b) => a.ids.length - b.ids.length);
+      queue = rng.shuffle(Array.from({ length: G }, (_, g) => pool.slice(g * B, (g + 1) * B)));
+    }
+    return queue.pop()!;
+  };
   const t0 = performance.now(), losses: number[] = [];
   try {
     for (let step = 0; step < opts.steps && !opts.signal?.aborted; step++) {
       const ts = performance.now();
-      const batchData = Array.from({ length: Math.min(opts.batchSize, data.length) }, next);
+      const batchData = nextBatch();
       const r = await rmLossAndGrads(model, grads, batchData);
       if (!Number.isFinite(r.loss)) {
         throw new Error(`Training diverged at step ${step + 1}: the loss is ${r.loss} (try a lower --lr)`);

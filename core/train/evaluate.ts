@@ -21,6 +21,8 @@ import { promptIds } from "./sft_data.ts";
 
 /** Options of {@linkcode evaluateAccuracy}. */
 export interface EvaluateOptions {
+  /** The model's tokenizer (chat template, decoding, stop tokens). */
+  tokenizer: Tokenizer;
   /** Problems decoded together (default 64). */
   batchSize?: number;
   /** New tokens at most per response (default 256). */
@@ -60,15 +62,15 @@ export function chatStopIds(model: Qwen2Model, tokenizer: Tokenizer): number[] {
  * @example
  * ```ts
  * const test = builtinProblems(200, { seed: 0, split: "test" });
- * const { accuracy } = await evaluateAccuracy(model, tokenizer, test, { batchSize: 50 });
+ * const { accuracy } = await evaluateAccuracy(model, test, { tokenizer, batchSize: 50 });
  * ```
  */
 export async function evaluateAccuracy(
   model: Qwen2Model,
-  tokenizer: Tokenizer,
   problems: readonly MathExample[],
-  opts: EvaluateOptions = {},
+  opts: EvaluateOptions,
 ): Promise<EvaluateResult> {
+  const { tokenizer } = opts;
   const t0 = performance.now();
   const batchSize = opts.batchSize ?? 64, maxNew = opts.maxNewTokens ?? 256;
   if (!(Number.isSafeInteger(batchSize) && batchSize >= 1)) {

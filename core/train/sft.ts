@@ -376,7 +376,8 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
     });
     const evaluate = async () => {
       if (data.evalSet.length === 0 || !tok.tokenizer) return;
-      const r = await evaluateAccuracy(model, tok.tokenizer, data.evalSet, {
+      const r = await evaluateAccuracy(model, data.evalSet, {
+        tokenizer: tok.tokenizer,
         batchSize: cfg.evalBatchSize,
         maxNewTokens: cfg.evalMaxNewTokens,
       });

@@ -70,7 +70,11 @@ function endOfTurn(tokenizer: Tokenizer): { text: string | null; id: number | nu
  * One prompt/completion pair as an {@link LMExample} (see the module doc): the generation prompt's tokens
  * (mask 0), then the completion's tokens through the end-of-turn token (mask 1).
  */
-export function chatExample(tokenizer: Tokenizer, prompt: string, completion: string): LMExample {
+export function chatExample(
+  tokenizer: Tokenizer,
+  pair: { prompt: string; completion: string },
+): LMExample {
+  const { prompt, completion } = pair;
   const enc = (s: string) => tokenizer.encode(s, { addSpecialTokens: false });
   const end = endOfTurn(tokenizer);
   let p: number[], c: number[];
@@ -213,7 +217,10 @@ export function parseSftJsonl(text: string, file: string, opts: SftDataOptions =
     if (!opts.tokenizer) {
       fail(`text rows need a tokenizer${opts.tokenizerError ? ` (${opts.tokenizerError})` : ""}`);
     }
-    const ex = chatExample(opts.tokenizer!, r[pair[0]] as string, r[pair[1]] as string);
+    const ex = chatExample(opts.tokenizer!, {
+      prompt: r[pair[0]] as string,
+      completion: r[pair[1]] as string,
+    });
     if (opts.vocabSize !== undefined) {
       const bad = ex.ids.find((id) => id >= opts.vocabSize!);
       if (bad !== undefined) fail(`token id ${bad} of the tokenized text is outside the model's vocabulary`);
@@ -236,7 +243,11 @@ export function mathSftData(
       }`,
     );
   }
-  return finish(examples.map((e) => chatExample(opts.tokenizer!, e.question, e.answer)), source, opts);
+  return finish(
+    examples.map((e) => chatExample(opts.tokenizer!, { prompt: e.question, completion: e.answer })),
+    source,
+    opts,
+  );
 }
 
 /** `count` problems of the built-in arithmetic task's `split`, generated with `seed`, in GSM8K form. */
