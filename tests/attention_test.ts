@@ -21,6 +21,9 @@ const BWD = { atol: 1e-4, rtol: 1e-3 };
 const gpu = await Gpu.create();
 
 type MaskKind = "none" | "left" | "right" | "random";
+/** Kernel families: the workgroup-tiled one (GPUs) and the one-row-per-invocation one (CPU adapters). */
+type Variant = "tiled" | "rows";
+const VARIANTS: Variant[] = ["tiled", "rows"];
 
 interface Case {
   B: number;
@@ -79,7 +82,7 @@ function data(c: Case) {
 }
 
 /** Forward then backward of every case in one batch (backward fed the GPU's out and lse). */
-async function runCases(g: Gpu, cases: Case[]) {
+async function runCases(g: Gpu, cases: Case[], variant: Variant) {
   const batch = new Batch(g, "attention.cases");
   const tensors: Tensor[] = [];
   const keep = (t: Tensor) => (tensors.push(t), t);
@@ -97,8 +100,8 @@ async function runCases(g: Gpu, cases: Case[]) {
     const dq = keep(new Tensor(g, qShape, "f32", "dq"));
     const dk = keep(new Tensor(g, kShape, "f32", "dk"));
     const dv = keep(new Tensor(g, kShape, "f32", "dv"));
-    attentionForward(batch, out, lse, q, k, v, { keyMask });
-    attentionBackward(batch, dq, dk, dv, dout, q, k, v, out, lse, { keyMask });
+    attentionForward(batch, out, lse, q, k, v, { keyMask, variant });
+    attentionBackward(batch, dq, dk, dv, dout, q, k, v, out, lse, { keyMask, variant });
     return [out, lse, dq, dk, dv].map((t) => batch.read(t));
   });
   await batch.submit();
@@ -107,8 +110,8 @@ async function runCases(g: Gpu, cases: Case[]) {
   return res;
 }
 
-async function checkCases(g: Gpu, cases: Case[]) {
-  const got = await runCases(g, cases);
+async function checkCases(g: Gpu, cases: Case[], variant: Variant) {
+  const got = await runCases(g, cases, variant);
   for (const [i, c] of cases.entries()) {
     const d = data(c);
     const o = refOptions(c, d.mask);
@@ -118,7 +121,8 @@ async function checkCases(g: Gpu, cases: Case[]) {
       dk = new Float64Array(d.k.length),
       dv = new Float64Array(d.k.length);
     attentionBackwardRef(dq, dk, dv, d.dout, d.q, d.k, d.v, out, lse, o);
-    const at = `B=${c.B} T=${c.T} S=${o.S} H=${o.H} KVH=${c.KVH} D=${c.D} mask=${c.mask} sharp=${c.sharp} ` +
+    const at =
+      `${variant} B=${c.B} T=${c.T} S=${o.S} H=${o.H} KVH=${c.KVH} D=${c.D} mask=${c.mask} sharp=${c.sharp} ` +
       `seed=${c.seed}`;
     const [gOut, gLse, gDq, gDk, gDv] = got[i];
     assertClose(gOut, out, FWD, `attention.forward out (${at})`);
@@ -189,26 +193,50 @@ Deno.test("attention reference: rows without a visible key output 0 with lse 0",
   assert.deepEqual(Array.from(lse), [0, 0, 0, 0, 2 / Math.sqrt(2), 2 / Math.sqrt(2)]);
 });
 
-Deno.test("attention: forward and backward match the f64 reference (GQA 1/2/3/7, decode, padding)", async () => {
-  await fc.assert(
-    fc.asyncProperty(fc.array(caseArb, { minLength: 1, maxLength: 5 }), (cases) => checkCases(gpu, cases)),
-    { seed: 0x5eed04, numRuns: 15 },
-  );
-});
+for (const variant of VARIANTS) {
+  // The rows kernel takes head dims that are multiples of 4 (others run the tiled kernel under "auto").
+  const arb = variant === "rows"
+    ? caseArb.map((c) => ({ ...c, D: Math.max(4, Math.ceil(c.D / 4) * 4) }))
+    : caseArb;
+  Deno.test(`attention (${variant}): forward and backward match the f64 reference (GQA 1/2/3/7, decode, padding)`, async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(arb, { minLength: 1, maxLength: 5 }),
+        (cases) => checkCases(gpu, cases, variant),
+      ),
+      { seed: 0x5eed04, numRuns: 15 },
+    );
+  });
 
-Deno.test("attention: several workgroups per head, long KV cache, and head dims 128 and 256", async () => {
-  await checkCases(gpu, [
-    { B: 2, T: 67, past: 0, KVH: 2, G: 7, D: 16, mask: "left", sharp: 1, seed: 31 }, // 469 query rows, 67 keys
-    { B: 1, T: 1, past: 130, KVH: 2, G: 3, D: 64, mask: "right", sharp: 1, seed: 32 }, // decode over 131 keys
-    { B: 1, T: 5, past: 2, KVH: 1, G: 2, D: 128, mask: "random", sharp: 1, seed: 33 },
-    { B: 1, T: 3, past: 0, KVH: 1, G: 2, D: 256, mask: "none", sharp: 1, seed: 34 },
-  ]);
-});
+  Deno.test(`attention (${variant}): several workgroups per head, long KV cache, and head dims 128 and 256`, async () => {
+    await checkCases(gpu, [
+      { B: 2, T: 67, past: 0, KVH: 2, G: 7, D: 16, mask: "left", sharp: 1, seed: 31 }, // 469 query rows, 67 keys
+      { B: 1, T: 1, past: 130, KVH: 2, G: 3, D: 64, mask: "right", sharp: 1, seed: 32 }, // decode over 131 keys
+      { B: 1, T: 5, past: 2, KVH: 1, G: 2, D: 128, mask: "random", sharp: 1, seed: 33 },
+      { B: 1, T: 3, past: 0, KVH: 1, G: 2, D: 256, mask: "none", sharp: 1, seed: 34 },
+    ], variant);
+  });
 
-Deno.test("attention: backward is bitwise deterministic", async () => {
-  const c: Case = { B: 2, T: 19, past: 3, KVH: 2, G: 3, D: 12, mask: "random", sharp: 1, seed: 41 };
-  const [a, b] = [await runCases(gpu, [c]), await runCases(gpu, [c])];
-  for (let i = 0; i < 5; i++) assert.deepEqual(a[0][i], b[0][i]);
+  Deno.test(`attention (${variant}): backward is bitwise deterministic`, async () => {
+    const c: Case = { B: 2, T: 19, past: 3, KVH: 2, G: 3, D: 12, mask: "random", sharp: 1, seed: 41 };
+    const [a, b] = [await runCases(gpu, [c], variant), await runCases(gpu, [c], variant)];
+    for (let i = 0; i < 5; i++) assert.deepEqual(a[0][i], b[0][i]);
+  });
+}
+
+Deno.test("attention: the rows kernel rejects head dims it cannot hold", async () => {
+  const q = new Tensor(gpu, [1, 2, 2, 6], "f32", "q"), k = new Tensor(gpu, [1, 2, 1, 6], "f32", "k");
+  const out = new Tensor(gpu, [1, 2, 2, 6], "f32", "out"), lse = new Tensor(gpu, [1, 2, 2], "f32", "lse");
+  const batch = new Batch(gpu, "attention.rows.bad");
+  try {
+    assert.throws(
+      () => attentionForward(batch, out, lse, q, k, k, { variant: "rows" }),
+      /rows kernel needs a head dim that is a multiple of 4 up to 256, got 6/,
+    );
+  } finally {
+    batch.abandon();
+    for (const t of [q, k, out, lse]) t.release();
+  }
 });
 
 Deno.test("attention: shape errors name the tensors", async () => {

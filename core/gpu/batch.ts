@@ -21,6 +21,8 @@ import { type KernelSpec, packParams } from "./kernel.ts";
 import { type Binding, bindingRange, type DType } from "./tensor.ts";
 
 const UNIFORM_CHUNK = 1 << 16;
+/** Timestamp queries per query set (WebGPU allows at most 4096). */
+const QUERIES_PER_SET = 4096;
 const freeChunks = new WeakMap<Gpu, GPUBuffer[]>();
 
 interface UniformChunk {
@@ -65,12 +67,15 @@ export class Batch {
   readonly #temps: GPUBuffer[] = [];
   #readBytes = 0;
   #submitted = false;
+  /** Timestamp query sets and the kernel name of each timed dispatch (profiling only). */
+  readonly #timers: { sets: GPUQuerySet[]; names: string[] } | undefined;
 
   constructor(gpu: Gpu, label: string) {
     gpu.checkAlive();
     this.gpu = gpu;
     this.label = label;
     this.#encoder = gpu.device.createCommandEncoder({ label });
+    if (gpu.profiler && gpu.features.has("timestamp-query")) this.#timers = { sets: [], names: [] };
     gpu.pool.batchOpened();
   }
 
@@ -118,10 +123,12 @@ export class Batch {
     device.pushErrorScope("validation");
     const group = device.createBindGroup({ label: spec.name, layout: compiled.layout, entries });
     this.#checks.push(this.#scope(`Kernel "${spec.name}"`));
+    if (this.#timers) this.#timedPass(spec.name);
     const pass = this.#pass!;
     pass.setPipeline(compiled.pipeline);
     pass.setBindGroup(0, group);
     pass.dispatchWorkgroups(x, y, z);
+    if (this.#timers) this.#close();
     this.dispatches++;
   }
 
@@ -217,6 +224,7 @@ export class Batch {
         }
       }
     }
+    const times = this.#resolveTimers();
     for (const c of this.#chunks) device.queue.writeBuffer(c.buffer, 0, c.data, 0, c.used);
     device.pushErrorScope("validation");
     device.pushErrorScope("out-of-memory");
@@ -239,6 +247,7 @@ export class Batch {
         }
         staging.unmap();
       }
+      if (times) await this.#addTimes(times);
     } catch (e) {
       for (const { read } of this.#reads) read.reject(e);
       throw e;
@@ -251,6 +260,67 @@ export class Batch {
   #open(): void {
     if (this.#submitted) throw new Error(`Batch "${this.label}" was already submitted`);
     this.#pass ??= this.#encoder.beginComputePass({ label: this.label });
+  }
+
+  /** Opens a pass of its own for one timed dispatch (profiling). */
+  #timedPass(name: string): void {
+    const t = this.#timers!;
+    this.#close();
+    const i = t.names.length % (QUERIES_PER_SET / 2);
+    if (i === 0) {
+      t.sets.push(
+        this.gpu.device.createQuerySet({
+          label: `${this.label}.timers`,
+          type: "timestamp",
+          count: QUERIES_PER_SET,
+        }),
+      );
+    }
+    t.names.push(name);
+    this.#pass = this.#encoder.beginComputePass({
+      label: name,
+      timestampWrites: {
+        querySet: t.sets.at(-1)!,
+        beginningOfPassWriteIndex: 2 * i,
+        endOfPassWriteIndex: 2 * i + 1,
+      },
+    });
+  }
+
+  /** Resolves the timestamp queries into a mappable buffer (profiling). */
+  #resolveTimers(): GPUBuffer | undefined {
+    const t = this.#timers;
+    if (!t || t.names.length === 0) return undefined;
+    const device = this.gpu.device, bytes = t.sets.length * QUERIES_PER_SET * 8;
+    const resolved = device.createBuffer({
+      label: `${this.label}.timers.resolve`,
+      size: bytes,
+      usage: GPUBufferUsage.QUERY_RESOLVE | GPUBufferUsage.COPY_SRC,
+    });
+    const out = device.createBuffer({
+      label: `${this.label}.timers.read`,
+      size: bytes,
+      usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+    });
+    t.sets.forEach((set, k) =>
+      this.#encoder.resolveQuerySet(set, 0, QUERIES_PER_SET, resolved, k * QUERIES_PER_SET * 8)
+    );
+    this.#encoder.copyBufferToBuffer(resolved, 0, out, 0, bytes);
+    this.#temps.push(resolved);
+    return out;
+  }
+
+  /** Adds the timed dispatches' durations to the profiler (profiling). */
+  async #addTimes(out: GPUBuffer): Promise<void> {
+    await out.mapAsync(GPUMapMode.READ);
+    const ts = new BigInt64Array(out.getMappedRange().slice(0));
+    out.destroy();
+    const profiler = this.gpu.profiler;
+    this.#timers!.names.forEach((name, i) => {
+      const ns = Number(ts[2 * i + 1] - ts[2 * i]);
+      profiler?.add(name, Math.max(0, ns) / 1e6);
+    });
+    for (const set of this.#timers!.sets) set.destroy();
   }
 
   #close(): void {

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { KernelProfiler } from "./profiler.ts";
 import { BufferPool } from "./buffer_pool.ts";
 import { PipelineCache } from "./pipeline_cache.ts";
 
@@ -61,6 +62,11 @@ export class Gpu {
   readonly pool: BufferPool;
   /** Compiled pipelines keyed by shader, entry point and constants. */
   readonly pipelines: PipelineCache;
+  /**
+   * Per-kernel GPU timer: while set (and the device has `timestamp-query`), every dispatch is timed. Set it from
+   * the start when `WEBGPU_PROFILE=1`.
+   */
+  profiler: KernelProfiler | undefined;
   #lost: string | undefined;
 
   private constructor(device: GPUDevice, info: GPUAdapterInfo, limits: GpuLimits, opts: GpuOptions) {
@@ -71,6 +77,9 @@ export class Gpu {
     this.limits = limits;
     this.pool = new BufferPool(device, opts.poolCapacity ?? 1 << 30);
     this.pipelines = new PipelineCache(device);
+    if (this.features.has("timestamp-query") && envFlag("WEBGPU_PROFILE")) {
+      this.profiler = new KernelProfiler();
+    }
     device.lost.then((info) => {
       this.#lost = `${info.reason}: ${info.message}`;
     });
@@ -142,4 +151,14 @@ export function getGpu(): Promise<Gpu> {
     throw e;
   });
   return shared;
+}
+
+/** True when the environment variable `name` is set to something other than "", "0" or "false". */
+function envFlag(name: string): boolean {
+  try {
+    const v = Deno.env.get(name);
+    return v !== undefined && v !== "" && v !== "0" && v !== "false";
+  } catch {
+    return false; // no --allow-env
+  }
 }

@@ -20,6 +20,7 @@
  * @module
  */
 import src from "../../shaders/attention.wgsl" with { type: "text" };
+import rowsSrc from "../../shaders/attention_rows.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { grid1d, type KernelSpec, type ParamField } from "../gpu/kernel.ts";
@@ -53,6 +54,12 @@ export interface AttentionOptions {
   keyMask?: Tensor;
   /** Score scale (default `1 / sqrt(D)`). */
   scale?: number;
+  /**
+   * Kernel family: `"tiled"` (workgroup-memory tiles, for GPUs), `"rows"` (one invocation per row with the
+   * row in registers, no workgroup memory: for CPU adapters; head dim a multiple of 4 up to 256) or `"auto"`
+   * (default: rows on a CPU adapter when the head dim allows, else tiled).
+   */
+  variant?: "auto" | "tiled" | "rows";
 }
 
 interface Dims {
@@ -84,6 +91,37 @@ function kernel(gpu: Gpu, entry: string): KernelSpec {
     params: PARAMS,
     bindings: BINDINGS[entry],
   };
+}
+
+const ROWS_WG = 32;
+const rowSpecs = new Map<string, KernelSpec>();
+
+/** Kernel of one entry point of the rows family for head dim D (one pipeline per D). */
+function rowsKernel(entry: string, D: number): KernelSpec {
+  const key = `${entry}.${D}`;
+  let s = rowSpecs.get(key);
+  if (!s) {
+    s = {
+      name: `attention_rows.${entry}`,
+      code: rowsSrc,
+      entry,
+      constants: { WG: ROWS_WG, D4: D / 4 },
+      params: PARAMS,
+      bindings: BINDINGS[entry],
+    };
+    rowSpecs.set(key, s);
+  }
+  return s;
+}
+
+/** Whether the rows family runs this call (see {@linkcode AttentionOptions.variant}). */
+function useRows(gpu: Gpu, D: number, opts: AttentionOptions, what: string): boolean {
+  const fits = D % 4 === 0 && D <= 256;
+  const v = opts.variant ?? "auto";
+  if (v === "rows" && !fits) {
+    throw new Error(`${what}: the rows kernel needs a head dim that is a multiple of 4 up to 256, got ${D}`);
+  }
+  return v === "rows" || (v === "auto" && fits && gpu.isCpu);
 }
 
 /** Rows per workgroup R = keys per tile BK, with R·D, BK·D and R·BK within the tile capacity. */
@@ -165,9 +203,15 @@ export function attentionForward(
   const d = dims(q, k, v, opts, what);
   expectShape(out, q.shape, what);
   expectShape(lse, [d.B, d.T, d.H], what);
+  const bindings = { q, k, v, keyMask: maskBinding(batch.gpu, opts), out, lse };
+  if (useRows(batch.gpu, d.D, opts, what)) {
+    const rows = d.B * d.T * d.H;
+    const grid = grid1d(Math.ceil(rows / ROWS_WG), batch.gpu.limits.maxWorkgroupsPerDimension);
+    batch.dispatch(rowsKernel("forward", d.D), bindings, grid, params(d, opts, 0, rows));
+    return;
+  }
   const R = tileRows(batch.gpu, d.D, what);
   const groups = [Math.ceil((d.T * d.H / d.KVH) / R), d.KVH, d.B];
-  const bindings = { q, k, v, keyMask: maskBinding(batch.gpu, opts), out, lse };
   batch.dispatch(kernel(batch.gpu, "forward"), bindings, groups, params(d, opts, R));
 }
 
@@ -195,13 +239,29 @@ export function attentionBackward(
   for (const t of [dk, dv]) expectShape(t, k.shape, what);
   expectShape(lse, [d.B, d.T, d.H], what);
   const gpu = batch.gpu;
-  const R = tileRows(gpu, d.D, what);
+  const rowsVariant = useRows(gpu, d.D, opts, what);
+  const R = rowsVariant ? 0 : tileRows(gpu, d.D, what);
   const keyMask = maskBinding(gpu, opts);
   const rows = d.B * d.T * d.H;
   const stats = new Tensor(gpu, [d.B, d.T, d.H, 2], "f32", "attention.stats");
   try {
     const grid = grid1d(Math.ceil(rows / WG), gpu.limits.maxWorkgroupsPerDimension);
     batch.dispatch(kernel(gpu, "backward_delta"), { out, lse, dout, stats }, grid, params(d, opts, R, rows));
+    if (rowsVariant) {
+      const max = gpu.limits.maxWorkgroupsPerDimension;
+      const dqGrid = grid1d(Math.ceil(rows / ROWS_WG), max);
+      batch.dispatch(
+        rowsKernel("backward_dq", d.D),
+        { q, k, v, keyMask, dout, stats, dq },
+        dqGrid,
+        params(d, opts, 0, rows),
+      );
+      const keys = d.B * d.S * d.KVH;
+      const kGrid = grid1d(Math.ceil(keys / ROWS_WG), max);
+      const dkvBindings = { q, k, v, keyMask, dout, stats, dk, dv };
+      batch.dispatch(rowsKernel("backward_dkv", d.D), dkvBindings, kGrid, params(d, opts, 0, keys));
+      return;
+    }
     const qGroups = [Math.ceil((d.T * d.H / d.KVH) / R), d.KVH, d.B];
     const dqBindings = { q, k, v, keyMask, dout, stats, dq };
     batch.dispatch(kernel(gpu, "backward_dq"), dqBindings, qGroups, params(d, opts, R));
