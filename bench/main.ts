@@ -1,8 +1,9 @@
 /**
  * `deno task bench`: every benchmark table on the current WebGPU adapter — matmul GFLOP/s, kernel bandwidth, and
- * model prefill/decode throughput. Performance claims in the README come from this command.
+ * model prefill/decode throughput,
+ * training tokens/s, one PPO iteration, and the scoring server under load. Performance claims in the README come from this command.
  *
- * Usage: deno run -A bench/main.ts [--only matmul,kernels,model] [--json FILE]
+ * Usage: deno run -A bench/main.ts [--only matmul,kernels,model,train,ppo,server] [--json FILE]
  *
  * @module
  */
@@ -13,6 +14,7 @@ import { benchMatmul } from "./matmul_bench.ts";
 import { benchModel } from "./model_bench.ts";
 import { benchPPO } from "./ppo_bench.ts";
 import { benchServer } from "./server_bench.ts";
+import { benchTrain } from "./train_bench.ts";
 import { formatTable, type Row } from "./table.ts";
 
 const SUITES: Record<string, { title: string; run: (gpu: Gpu) => Promise<Row[]> }> = {
@@ -21,6 +23,10 @@ const SUITES: Record<string, { title: string; run: (gpu: Gpu) => Promise<Row[]> 
   model: {
     title: "Qwen2-shaped model (random weights; readbacks per sequence)",
     run: (gpu) => benchModel({ gpu }),
+  },
+  train: {
+    title: "training step, forward + backward + AdamW (random weights)",
+    run: (gpu) => benchTrain({ gpu }),
   },
   ppo: {
     title: "one PPO iteration, tiny preset (seconds: generation / scoring / training)",

@@ -39,3 +39,31 @@ export function parseFlags(command: string, args: string[], options: FlagSpec) {
 
 /** An error in the command line: printed without a stack trace, exit code 2. */
 export class UsageError extends Error {}
+
+/**
+ * Copies parsed `flags` onto the config `target`, field by field: booleans and strings as given, the rest as
+ * finite numbers (a usage error naming the flag otherwise). `flagOf(field)` is the field's `--flag`.
+ */
+export function applyFlags(
+  command: string,
+  flags: Record<string, unknown>,
+  fields: Iterable<string>,
+  target: object,
+  kinds: { flagOf: (field: string) => string; boolean: ReadonlySet<string>; string: ReadonlySet<string> },
+): void {
+  const set = target as Record<string, unknown>;
+  for (const field of fields) {
+    const flag = kinds.flagOf(field);
+    const v = flags[flag.slice(2)];
+    if (v === undefined) continue;
+    if (kinds.boolean.has(field) || kinds.string.has(field)) {
+      set[field] = v;
+      continue;
+    }
+    const n = Number(v);
+    if (typeof v !== "string" || v.trim() === "" || !Number.isFinite(n)) {
+      throw new UsageError(`${command}: ${flag} must be a number, got "${v}"`);
+    }
+    set[field] = n;
+  }
+}

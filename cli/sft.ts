@@ -5,7 +5,7 @@
  * @module
  */
 import { flagName, runSft, SFT_DEFAULTS, type SftConfig } from "../core/train/sft.ts";
-import { type Command, type FlagSpec, parseFlags, UsageError } from "./command.ts";
+import { applyFlags, type Command, type FlagSpec, parseFlags, UsageError } from "./command.ts";
 
 /** Flag descriptions, in help order; every flag maps to the config field of the same (camel-cased) name. */
 const FLAGS: [keyof SftConfig, string][] = [
@@ -94,20 +94,11 @@ export function parseSftArgs(args: string[]): { config: SftConfig; help: boolean
   }
   const flags = parseFlags("sft", args, spec);
   const config: SftConfig = { ...SFT_DEFAULTS };
-  const set = config as unknown as Record<string, unknown>;
-  for (const [field] of FLAGS) {
-    const v = flags[flagName(field).slice(2)];
-    if (v === undefined) continue;
-    if (BOOLEAN.has(field) || STRING.has(field)) {
-      set[field] = v;
-      continue;
-    }
-    const n = Number(v);
-    if (typeof v !== "string" || v.trim() === "" || !Number.isFinite(n)) {
-      throw new UsageError(`sft: ${flagName(field)} must be a number, got "${v}"`);
-    }
-    set[field] = n;
-  }
+  applyFlags("sft", flags, FLAGS.map(([f]) => f), config, {
+    flagOf: flagName,
+    boolean: BOOLEAN,
+    string: STRING,
+  });
   return { config, help: flags.help === true };
 }
 

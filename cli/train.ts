@@ -14,7 +14,7 @@ import {
   trainFlag,
 } from "../core/rl/train_config.ts";
 import { runPPO } from "../core/rl/trainer.ts";
-import { type Command, type FlagSpec, parseFlags, UsageError } from "./command.ts";
+import { applyFlags, type Command, type FlagSpec, parseFlags, UsageError } from "./command.ts";
 
 const BOOLEAN = new Set(
   (Object.keys(TRAIN_DEFAULTS) as (keyof TrainConfig)[]).filter((k) =>
@@ -96,20 +96,12 @@ export async function parseTrainArgs(args: string[]): Promise<{ config: TrainCon
       throw new UsageError(`train: ${(e as Error).message}`);
     }
   }
+  applyFlags("train", flags, TRAIN_FLAG_DOCS.map(([f]) => f), config, {
+    flagOf: trainFlag,
+    boolean: BOOLEAN,
+    string: STRING,
+  });
   const set = config as unknown as Record<string, unknown>;
-  for (const [field] of TRAIN_FLAG_DOCS) {
-    const v = flags[trainFlag(field).slice(2)];
-    if (v === undefined) continue;
-    if (BOOLEAN.has(field) || STRING.has(field)) {
-      set[field] = v;
-      continue;
-    }
-    const n = Number(v);
-    if (typeof v !== "string" || v.trim() === "" || !Number.isFinite(n)) {
-      throw new UsageError(`train: ${trainFlag(field)} must be a number, got "${v}"`);
-    }
-    set[field] = n;
-  }
   for (const field of NEGATABLE) if (flags[`no-${trainFlag(field).slice(2)}`] === true) set[field] = false;
   try {
     checkTrainConfig(config);

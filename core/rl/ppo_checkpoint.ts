@@ -15,7 +15,8 @@
  * @module
  */
 import { saveModel } from "../model/model.ts";
-import { exists, joinPath, removeIfExists, replaceDirAtomic, writeJsonAtomic } from "../util/atomic.ts";
+import { clearRun, findCheckpoints, pruneCheckpoints, readStateJson } from "../train/sft_checkpoint.ts";
+import { joinPath, replaceDirAtomic, writeJsonAtomic } from "../util/atomic.ts";
 import type { Critic } from "./critic.ts";
 import type { Actor } from "./ppo.ts";
 import type { TrainConfig } from "./train_config.ts";
@@ -64,22 +65,9 @@ export interface PPOCheckpointInfo {
   iteration: number;
 }
 
-const NAME = /^checkpoint-(\d+)$/;
-
 /** Complete checkpoints of `out`, newest first. */
 export async function findPPOCheckpoints(out: string): Promise<PPOCheckpointInfo[]> {
-  const found: PPOCheckpointInfo[] = [];
-  try {
-    for await (const e of Deno.readDir(out)) {
-      const m = NAME.exec(e.name);
-      if (m && e.isDirectory && (await exists(joinPath(out, e.name, "trainer_state.json")))) {
-        found.push({ name: e.name, dir: joinPath(out, e.name), iteration: Number(m[1]) });
-      }
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-  return found.sort((a, b) => b.iteration - a.iteration);
+  return (await findCheckpoints(out)).map(({ name, dir, step }) => ({ name, dir, iteration: step }));
 }
 
 /** Writes `<out>/checkpoint-<iteration>` atomically (see the module doc); returns its path. */
@@ -117,24 +105,11 @@ export async function writePPOCheckpoint(
 
 /** Reads and validates `trainer_state.json` of checkpoint `dir`. */
 export async function readPPOState(dir: string): Promise<PPOTrainerState> {
-  const path = joinPath(dir, "trainer_state.json");
-  const fail = (msg: string): never => {
-    throw new Error(`Cannot read trainer state "${path}": ${msg}`);
-  };
-  let raw: Record<string, unknown> = {};
-  try {
-    raw = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    fail((e as Error).message);
-  }
-  if (raw.format !== "ppo-trainer-state") {
-    fail(`"format" is ${JSON.stringify(raw.format)}, expected "ppo-trainer-state"`);
-  }
+  const { raw, fail } = await readStateJson(dir, "ppo-trainer-state");
   if (!Number.isSafeInteger(raw.iteration) || (raw.iteration as number) < 0) {
     fail(`"iteration" is ${JSON.stringify(raw.iteration)}, expected an integer ≥ 0`);
   }
   if (!Number.isFinite(raw.kl_coef)) fail(`"kl_coef" is ${JSON.stringify(raw.kl_coef)}, expected a number`);
-  if (typeof raw.config !== "object" || raw.config === null) fail(`"config" is missing`);
   return {
     iteration: raw.iteration as number,
     klCoef: raw.kl_coef as number,
@@ -178,21 +153,8 @@ export function ppoResumeMismatch(saved: TrainConfig, now: TrainConfig): string 
   return null;
 }
 
-/** Removes all but the newest `keep` complete checkpoints of `out` (keep ≤ 0: keep all). */
-export async function prunePPOCheckpoints(out: string, keep: number): Promise<void> {
-  if (keep <= 0) return;
-  for (const c of (await findPPOCheckpoints(out)).slice(keep)) await removeIfExists(c.dir);
-}
+/** Removes all but the newest `keep` complete checkpoints of `out` (keep ≤ 0: keep all), and crashed ones. */
+export const prunePPOCheckpoints: (out: string, keep: number) => Promise<void> = pruneCheckpoints;
 
 /** Removes every checkpoint and the final models of `out` (for `--overwrite`). */
-export async function clearPPORun(out: string): Promise<void> {
-  try {
-    for await (const e of Deno.readDir(out)) {
-      if (/^checkpoint-\d+/.test(e.name) || /^final(\.(tmp|old)-[0-9a-f]+)?$/.test(e.name)) {
-        await removeIfExists(joinPath(out, e.name));
-      }
-    }
-  } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
-  }
-}
+export const clearPPORun: (out: string) => Promise<void> = clearRun;

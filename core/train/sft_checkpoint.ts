@@ -114,8 +114,14 @@ export async function writeCheckpoint(src: CheckpointSource): Promise<string> {
   return dir;
 }
 
-/** Reads and validates `trainer_state.json` of checkpoint `dir`. */
-export async function readTrainerState(dir: string): Promise<TrainerState> {
+/**
+ * The JSON object of `trainer_state.json` in checkpoint `dir`, checked to be of `format` with a `config` object,
+ * and a `fail` that throws naming the file.
+ */
+export async function readStateJson(
+  dir: string,
+  format: string,
+): Promise<{ raw: Record<string, unknown>; fail: (msg: string) => never }> {
   const path = joinPath(dir, "trainer_state.json");
   const fail = (msg: string): never => {
     throw new Error(`Cannot read trainer state "${path}": ${msg}`);
@@ -126,15 +132,19 @@ export async function readTrainerState(dir: string): Promise<TrainerState> {
   } catch (e) {
     fail((e as Error).message);
   }
-  if (raw.format !== "sft-trainer-state") {
-    fail(`"format" is ${JSON.stringify(raw.format)}, expected "sft-trainer-state"`);
-  }
+  if (raw.format !== format) fail(`"format" is ${JSON.stringify(raw.format)}, expected "${format}"`);
+  if (typeof raw.config !== "object" || raw.config === null) fail(`"config" is missing`);
+  return { raw, fail };
+}
+
+/** Reads and validates `trainer_state.json` of checkpoint `dir`. */
+export async function readTrainerState(dir: string): Promise<TrainerState> {
+  const { raw, fail } = await readStateJson(dir, "sft-trainer-state");
   for (const k of ["step", "consumed", "tokens"]) {
     if (!Number.isSafeInteger(raw[k]) || (raw[k] as number) < 0) {
       fail(`"${k}" is ${JSON.stringify(raw[k])}, expected an integer ≥ 0`);
     }
   }
-  if (typeof raw.config !== "object" || raw.config === null) fail(`"config" is missing`);
   return {
     step: raw.step as number,
     consumed: raw.consumed as number,
