@@ -34,37 +34,29 @@ import {
   numFlag,
   reportErrors,
   resolvePolicy,
+  rmTrainFlags,
   stepPrinter,
   trainFlags,
 } from "./train_prm.ts";
 
+const RM = rmTrainFlags("orm");
 const ORM_FLAGS: [string, string, string | null][] = [
   ["policy", `policy checkpoint whose samples are labelled; "none" for none`, `${DEFAULT_POLICY} if present`],
-  [
-    "init",
-    'trunk initialisation: "policy", "random" (tiny preset) or a model directory',
-    "policy if any, else random",
-  ],
+  RM.init,
   ["data", '"builtin", labelled JSONL {question, steps|solution, label} or GSM8K-form questions', "builtin"],
-  ["out", "output directory: final/ (HF layout) and metrics.jsonl", "runs/orm-tiny"],
-  ["steps", "optimiser steps", "300"],
-  ["lr", "peak learning rate (cosine to 0.1·lr after warmup)", "5e-4"],
-  ["warmup-steps", "linear warmup steps", "20"],
-  ["batch-size", "solutions per step", "16"],
-  ["weight-decay", "AdamW weight decay", "0.01"],
-  ["max-grad-norm", "global gradient-norm clip (0: off)", "1"],
+  ...RM.training,
   ["seed", "seed of problems, samples and data order", "0"],
-  ["train-problems", "built-in task: train problems", "1000"],
+  RM.problems,
   ["samples-per-question", "policy samples per question, labelled isCorrect vs the gold answer", "4"],
   [
     "corruptions",
     "built-in task: corrupted (label 0) solutions per problem, besides the reference (label 1)",
     "1",
   ],
-  ["temperature", "policy sampling temperature", "1"],
+  RM.temperature,
   ["max-new-tokens", "longest policy sample", "200"],
-  ["eval-problems", "held-out built-in problems evaluated at the end (0: none)", "200"],
-  ["quiet", "no progress lines", null],
+  RM.eval,
+  RM.quiet,
 ];
 
 /** Labelled JSONL rows `{question, steps | solution, label, gold?}`; null when the file is not such JSONL. */

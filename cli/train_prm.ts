@@ -197,32 +197,50 @@ async function readStepJsonl(path: string): Promise<StepExample[] | null> {
 }
 
 /** Flags of `train-prm` with their help text and defaults. */
+/** Flags shared by `train-prm` and `train-orm` (`kind` names the output directory's default). */
+export function rmTrainFlags(kind: "prm" | "orm") {
+  type Row = [string, string, string | null];
+  const row = (r: Row) => r;
+  return {
+    init: row([
+      "init",
+      'trunk initialisation: "policy", "random" (tiny preset) or a model directory',
+      "policy if any, else random",
+    ]),
+    /** Output and optimisation: out, steps, lr, warmup-steps, batch-size, weight-decay, max-grad-norm. */
+    training: [
+      ["out", "output directory: final/ (HF layout) and metrics.jsonl", `runs/${kind}-tiny`],
+      ["steps", "optimiser steps", "300"],
+      ["lr", "peak learning rate (cosine to 0.1·lr after warmup)", "5e-4"],
+      ["warmup-steps", "linear warmup steps", "20"],
+      ["batch-size", "solutions per step", "16"],
+      ["weight-decay", "AdamW weight decay", "0.01"],
+      ["max-grad-norm", "global gradient-norm clip (0: off)", "1"],
+    ] as Row[],
+    problems: row(["train-problems", "built-in task: train problems", "1000"]),
+    temperature: row(["temperature", "policy sampling temperature", "1"]),
+    eval: row(["eval-problems", "held-out built-in problems evaluated at the end (0: none)", "200"]),
+    quiet: row(["quiet", "no progress lines", null]),
+  };
+}
+
+const RM = rmTrainFlags("prm");
 const PRM_FLAGS: [string, string, string | null][] = [
   [
     "policy",
     `policy checkpoint for samples and MC rollouts; "none" for none`,
     `${DEFAULT_POLICY} if present`,
   ],
-  [
-    "init",
-    'trunk initialisation: "policy", "random" (tiny preset) or a model directory',
-    "policy if any, else random",
-  ],
+  RM.init,
   [
     "data",
     '"builtin" (arithmetic train split), labelled JSONL {question, steps|solution, labels} or GSM8K',
     "builtin",
   ],
   ["labels", "exact (built-in task: labelSteps) | mc (Math-Shepherd rollouts with the policy)", "exact"],
-  ["out", "output directory: final/ (HF layout) and metrics.jsonl", "runs/prm-tiny"],
-  ["steps", "optimiser steps", "300"],
-  ["lr", "peak learning rate (cosine to 0.1·lr after warmup)", "5e-4"],
-  ["warmup-steps", "linear warmup steps", "20"],
-  ["batch-size", "solutions per step", "16"],
-  ["weight-decay", "AdamW weight decay", "0.01"],
-  ["max-grad-norm", "global gradient-norm clip (0: off)", "1"],
+  ...RM.training,
   ["seed", "seed of problems, corruptions, samples and data order", "0"],
-  ["train-problems", "built-in task: train problems", "1000"],
+  RM.problems,
   ["corruptions", "built-in task: corrupted solutions per problem (kinds in turn)", "4"],
   [
     "samples-per-question",
@@ -231,10 +249,10 @@ const PRM_FLAGS: [string, string, string | null][] = [
   ],
   ["mc-rollouts", "MC: completions per step prefix", "8"],
   ["mc-mode", "MC: soft (fraction) | hard (any success)", "soft"],
-  ["temperature", "policy sampling temperature", "1"],
+  RM.temperature,
   ["max-new-tokens", "longest policy sample / rollout", "200"],
-  ["eval-problems", "held-out built-in problems evaluated at the end (0: none)", "200"],
-  ["quiet", "no progress lines", null],
+  RM.eval,
+  RM.quiet,
 ];
 
 /** Usage text of a flag table, wrapped to 110 columns. */
