@@ -4,11 +4,11 @@
  *
  * Defaults, per role, when none of `policy`/`prm`/`orm` is given:
  * ```
- * policy  runs/sft-tiny/final   (deno task sft)      else runs/serve-default/policy
- * prm     runs/prm-tiny/final   (train-prm)          else runs/serve-default/prm
- * orm     runs/orm-tiny/final   (train-orm)          else runs/serve-default/orm
+ * policy  runs/sft-tiny/final   (deno task sft)   else core/assets/tiny/sft   else runs/serve-default/policy
+ * prm     runs/prm-tiny/final   (train-prm)       else core/assets/tiny/prm   else runs/serve-default/prm
+ * orm     runs/orm-tiny/final   (train-orm)       else core/assets/tiny/orm   else runs/serve-default/orm
  * ```
- * The runs/serve-default models are random-initialised tiny-preset models (policy: `tinyPresetConfig()` with
+ * core/assets/tiny holds the models the project trained and ships. The runs/serve-default models are random-initialised tiny-preset models (policy: `tinyPresetConfig()` with
  * N(0, 0.02²) weights, seed 0; PRM and ORM: seeds 1 and 2 with fresh one-logit heads), built on first use and
  * reused afterwards. The log says which each role got.
  *
@@ -21,7 +21,7 @@ import { createOrm } from "../core/rm/orm.ts";
 import { createPrm } from "../core/rm/prm.ts";
 import { RewardScorer } from "../core/rm/scorer.ts";
 import type { ModelInfo } from "../core/rm/types.ts";
-import { ensureTinyModel, isModelDir } from "../core/train/tiny.ts";
+import { ensureTinyModel, isModelDir, SHIPPED_TINY } from "../core/train/tiny.ts";
 import { joinPath } from "../core/util/atomic.ts";
 import { PolicyGenerator } from "./generator.ts";
 
@@ -63,6 +63,8 @@ export interface LoadServingOptions {
   gpu?: Gpu;
   /** Trained defaults (default {@linkcode BUILTIN_MODEL_DIRS}). */
   builtin?: Required<ModelFlags>;
+  /** Shipped trained models (default {@linkcode SHIPPED_TINY}); tried after `builtin`. */
+  shipped?: Required<ModelFlags>;
   /** Random-init fallback directory (default {@linkcode SERVE_DEFAULT_DIR}). */
   defaultDir?: string;
 }
@@ -95,9 +97,13 @@ export async function loadServing(
     const builtin = opts.builtin ?? BUILTIN_MODEL_DIRS;
     const fallback = opts.defaultDir ?? SERVE_DEFAULT_DIR;
     for (const role of ["policy", "prm", "orm"] as const) {
+      const shipped = (opts.shipped ?? SHIPPED_TINY)[role];
       if (await isModelDir(builtin[role])) {
         src[role] = builtin[role];
         log(`${role}: the built-in task's trained tiny model from "${builtin[role]}"`);
+      } else if (await isModelDir(shipped)) {
+        src[role] = shipped;
+        log(`${role}: "${builtin[role]}" not found; the shipped trained tiny model from "${shipped}"`);
       } else {
         src[role] = joinPath(fallback, role);
         const built = await ensureRandom(role, fallback, gpu);

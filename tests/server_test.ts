@@ -319,40 +319,60 @@ Deno.test("server/main.ts: --help, bad flags exit 2, SIGTERM finishes an in-flig
   assert.match(log, /stopped/);
 });
 
-Deno.test("server/main.ts with no model flags builds random-init tiny models into runs/serve-default", async () => {
+Deno.test("server/main.ts with no model flags serves the shipped tiny models", async () => {
   const cwd = await Deno.makeTempDir({ prefix: "server_default_" });
   try {
     const { proc, url, log, rest } = await spawnServer(["--port", "0"], cwd);
     for (const role of ["policy", "prm", "orm"]) {
       assert.match(
         log,
-        new RegExp(
-          `${role}: "runs/\\S+" not found; built a random-initialised tiny model into "runs/serve-default/${role}"`,
-        ),
+        new RegExp(`${role}: "runs/\\S+" not found; the shipped trained tiny model from "\\S+core/assets/tiny/`),
       );
     }
     const models = (await (await fetch(`${url}/v1/models`)).json()).data;
-    assert.deepEqual(models.map((m: { source: string }) => m.source), [
-      "runs/serve-default/prm",
-      "runs/serve-default/orm",
-      "runs/serve-default/policy",
-    ]);
+    assert.deepEqual(
+      models.map((m: { source: string }) => m.source.replace(/.*core\/assets\//, "")),
+      ["tiny/prm", "tiny/orm", "tiny/sft"],
+    );
     const res = await fetch(`${url}/v1/score`, json({ question: QUESTION, solution: SOLUTION }));
     assert.equal(res.status, 200);
     assert.equal((await res.json()).step_scores.length, 3);
-    proc.kill("SIGINT");
+    proc.kill("SIGTERM");
     assert.equal((await rest()).code, 0);
-    const again = await spawnServer(["--port", "0"], cwd);
-    assert.match(
-      again.log,
-      /using a random-initialised tiny model from "runs\/serve-default\/prm"/,
-      "reused",
-    );
-    again.proc.kill("SIGTERM");
-    assert.equal((await again.rest()).code, 0);
   } finally {
     await Deno.remove(cwd, { recursive: true });
   }
+});
+
+Deno.test("with no model flags: runs/ models first, then the shipped ones, then random stand-ins", async () => {
+  const lines: string[] = [];
+  const missing = `${root}/absent`;
+  const s = await loadServing({}, (l) => lines.push(l), {
+    gpu,
+    builtin: { policy: `${root}/policy`, prm: missing, orm: missing },
+    shipped: { policy: missing, prm: `${root}/prm`, orm: missing },
+    defaultDir: `${root}/fallback`,
+  });
+  try {
+    const src = Object.fromEntries(s.models().map((m) => [m.role, m.source]));
+    assert.equal(src.policy, `${root}/policy`);
+    assert.equal(src.prm, `${root}/prm`);
+    assert.equal(src.orm, `${root}/fallback/orm`);
+    assert.match(lines.join("\n"), /prm: ".*absent" not found; the shipped trained tiny model from/);
+    assert.match(lines.join("\n"), /orm: ".*absent" not found; built a random-initialised tiny model/);
+  } finally {
+    s.release();
+  }
+  // A second start reuses the stand-in it built.
+  const again: string[] = [];
+  const s2 = await loadServing({}, (l) => again.push(l), {
+    gpu,
+    builtin: { policy: `${root}/policy`, prm: missing, orm: missing },
+    shipped: { policy: missing, prm: `${root}/prm`, orm: missing },
+    defaultDir: `${root}/fallback`,
+  });
+  s2.release();
+  assert.match(again.join("\n"), /orm: .* using a random-initialised tiny model from ".*fallback\/orm"/);
 });
 
 Deno.test("release test models", async () => {

@@ -21,12 +21,17 @@ import { prmTrainExamples, trainRewardModel } from "../rm/train_rm.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { runSft } from "../train/sft.ts";
 import { builtinProblems } from "../train/sft_data.ts";
-import { isModelDir } from "../train/tiny.ts";
+import { isModelDir, SHIPPED_TINY } from "../train/tiny.ts";
 
 /** Where `deno task sft` leaves the tiny preset's SFT policy (its `--out` default + `/final`). */
 export const SFT_POLICY_DIR = "runs/sft-tiny/final";
 /** Where the built-in run keeps its PRM (`train-prm`'s default output + `/final`). */
 export const PRM_DIR = "runs/prm-tiny/final";
+
+/** The tiny preset's SFT policy shipped with the project, used when {@link SFT_POLICY_DIR} is absent. */
+export const SHIPPED_SFT_DIR: string = SHIPPED_TINY.policy;
+/** The PRM shipped for {@link SHIPPED_SFT_DIR}, used when {@link PRM_DIR} is absent. */
+export const SHIPPED_PRM_DIR: string = SHIPPED_TINY.prm;
 
 /** Callbacks of the setup helpers. */
 export interface SetupHooks {
@@ -35,12 +40,17 @@ export interface SetupHooks {
 }
 
 /**
- * The policy directory of `model`: itself, or for "auto" {@linkcode SFT_POLICY_DIR}, trained first with the SFT
- * defaults (`runSft({})`, resuming an interrupted run) when it is absent.
+ * The policy directory of `model`: itself, or for "auto" {@linkcode SFT_POLICY_DIR}, else the shipped
+ * {@linkcode SHIPPED_SFT_DIR}, else trained first with the SFT defaults (`runSft({})`, resuming an interrupted
+ * run).
  */
 export async function ensurePolicy(model: string, hooks: SetupHooks = {}): Promise<string> {
   if (model !== "auto") return model;
   if (await isModelDir(SFT_POLICY_DIR)) return SFT_POLICY_DIR;
+  if (await isModelDir(SHIPPED_SFT_DIR)) {
+    hooks.log?.(`No SFT policy in "${SFT_POLICY_DIR}": using the shipped one in "${SHIPPED_SFT_DIR}"`);
+    return SHIPPED_SFT_DIR;
+  }
   hooks.log?.(
     `No SFT policy in "${SFT_POLICY_DIR}": training it with the SFT defaults (as \`deno task sft\`)`,
   );
@@ -67,9 +77,9 @@ export interface PrmRecipe {
 }
 
 /**
- * The PRM directory of `prm`: null for "none", itself for a path or hub id, and for "auto" {@linkcode PRM_DIR},
- * trained first from the policy in `policyDir` with the recipe of the module doc when it is absent (`dir`
- * overrides the location).
+ * The PRM directory of `prm`: null for "none", itself for a path or hub id, and for "auto" {@linkcode PRM_DIR}
+ * (`dir` overrides the location), else the shipped {@linkcode SHIPPED_PRM_DIR} when the policy is the shipped
+ * one, else trained first from the policy in `policyDir` with the recipe of the module doc.
  */
 export async function ensurePrm(
   prm: string,
@@ -80,6 +90,10 @@ export async function ensurePrm(
   if (prm !== "auto") return prm;
   const target = opts.dir ?? PRM_DIR;
   if (await isModelDir(target)) return target;
+  if (!opts.dir && policyDir === SHIPPED_SFT_DIR && (await isModelDir(SHIPPED_PRM_DIR))) {
+    opts.log?.(`No PRM in "${target}": using the shipped one in "${SHIPPED_PRM_DIR}"`);
+    return SHIPPED_PRM_DIR;
+  }
   const r = opts.recipe ?? {}, seed = r.seed ?? 0, log = opts.log ?? (() => {});
   const t0 = performance.now();
   log(`No PRM in "${target}": training one from "${policyDir}" (exact step labels of the built-in task)`);

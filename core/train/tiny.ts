@@ -39,6 +39,22 @@ export interface TinyModelResult {
   created: boolean;
 }
 
+/** Local path of a folder of the repository (resolved from this module, whatever the working directory). */
+function repoPath(rel: string): string {
+  return decodeURIComponent(new URL(rel, import.meta.url).pathname);
+}
+
+/**
+ * The built-in task's trained tiny models shipped with the project in `core/assets/tiny/` (made by the
+ * project's own `sft`, `train-prm` and `train-orm` runs; core/assets/tiny/README.md has the commands and
+ * figures): used by `deno task train` and `deno task serve` when `runs/` has none of its own.
+ */
+export const SHIPPED_TINY: Readonly<{ policy: string; prm: string; orm: string }> = {
+  policy: repoPath("../assets/tiny/sft"),
+  prm: repoPath("../assets/tiny/prm"),
+  orm: repoPath("../assets/tiny/orm"),
+};
+
 /** Whether `dir` holds a complete model directory (config, weights and tokenizer). */
 export async function isModelDir(dir: string): Promise<boolean> {
   for (const f of ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"]) {
