@@ -124,7 +124,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = {
   epochs: 1,
   miniBatchSize: 8,
   microBatchSize: 0,
-  lr: 5e-4,
+  lr: 3e-5,
   lrSchedule: "constant",
   warmupSteps: 0,
   criticLr: 1e-3,
