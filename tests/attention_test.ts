@@ -224,7 +224,7 @@ for (const variant of VARIANTS) {
   });
 }
 
-Deno.test("attention: the rows kernel rejects head dims it cannot hold", async () => {
+Deno.test("attention: the rows kernel rejects head dims it cannot hold", () => {
   const q = new Tensor(gpu, [1, 2, 2, 6], "f32", "q"), k = new Tensor(gpu, [1, 2, 1, 6], "f32", "k");
   const out = new Tensor(gpu, [1, 2, 2, 6], "f32", "out"), lse = new Tensor(gpu, [1, 2, 2], "f32", "lse");
   const batch = new Batch(gpu, "attention.rows.bad");

@@ -326,7 +326,9 @@ Deno.test("server/main.ts with no model flags serves the shipped tiny models", a
     for (const role of ["policy", "prm", "orm"]) {
       assert.match(
         log,
-        new RegExp(`${role}: "runs/\\S+" not found; the shipped trained tiny model from "\\S+core/assets/tiny/`),
+        new RegExp(
+          `${role}: "runs/\\S+" not found; the shipped trained tiny model from "\\S+core/assets/tiny/`,
+        ),
       );
     }
     const models = (await (await fetch(`${url}/v1/models`)).json()).data;
