@@ -154,7 +154,8 @@ export interface RmTrainOptions {
   maxGradNorm?: number;
   /**
    * Length grouping: each run of this many batches is drawn together and cut by sequence length, so a batch pads
-   * little (default 8; 1 = plain shuffled batches).
+   * little (default 1 = plain shuffled batches). Off by default: a solution's length often tells its label (a
+   * wrong answer stops early, a repeated step runs long), and batches of one length then hold one label.
    */
   lengthGroup?: number;
   /** Called after every step. */
@@ -224,7 +225,7 @@ export async function trainRewardModel(
     return data[order[pos++]];
   };
   // Length grouping: draw G batches' worth of the stream, sort it by length, cut it into batches, shuffle them.
-  const B = Math.min(opts.batchSize, data.length), G = Math.max(1, opts.lengthGroup ?? 8);
+  const B = Math.min(opts.batchSize, data.length), G = Math.max(1, opts.lengthGroup ?? 1);
   let queue: RmTrainExample[][] = [];
   const nextBatch = (): RmTrainExample[] => {
     if (queue.length === 0) {
