@@ -108,26 +108,14 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
   const ret = o.shapedRewards.reduce((a: number, x: number) => a + x, 0); // Delta telescopes to r_1
   assert.ok(Math.abs(ret - o.stepScores[0]) < 1e-9);
 
-  const ev = await cli(
-    "eval-rm",
-    "--prm",
-    `${dir}/prm/final`,
-    "--orm",
-    `${dir}/orm/final`,
-    "--policy",
-    `${dir}/policy`,
-    "--problems",
-    "2",
-    "--n",
-    "2",
-    "--max-new-tokens",
-    "6",
-    "--corruptions",
-    "1",
-    "--samples",
-    `${dir}/samples.jsonl`,
-    "--json",
-  );
+  // eval-rm on 2 problems with one corruption each, policy samples saved to (or replayed from) samples.jsonl.
+  const evalRm = (...more: string[]) =>
+    cli(
+      "eval-rm",
+      ...["--prm", `${dir}/prm/final`, "--orm", `${dir}/orm/final`, "--problems", "2", "--corruptions", "1"],
+      ...["--samples", `${dir}/samples.jsonl`, "--json", ...more],
+    );
+  const ev = await evalRm("--policy", `${dir}/policy`, "--n", "2", "--max-new-tokens", "6");
   assert.equal(ev.code, 0, ev.stderr);
   const r = JSON.parse(ev.stdout);
   assert.equal(r.problems, 2);
@@ -142,22 +130,7 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     JSON.parse(l)
   );
   assert.deepEqual(saved.map((x) => x.samples.length), [2, 2]);
-  const replay = await cli(
-    "eval-rm",
-    "--prm",
-    `${dir}/prm/final`,
-    "--orm",
-    `${dir}/orm/final`,
-    "--policy",
-    "none",
-    "--problems",
-    "2",
-    "--corruptions",
-    "1",
-    "--samples",
-    `${dir}/samples.jsonl`,
-    "--json",
-  );
+  const replay = await evalRm("--policy", "none");
   assert.equal(replay.code, 0, replay.stderr);
   assert.deepEqual(JSON.parse(replay.stdout).bestOfN, r.bestOfN);
 });
