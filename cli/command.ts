@@ -67,3 +67,25 @@ export function applyFlags(
     set[field] = n;
   }
 }
+
+/**
+ * Runs `fn` with an abort signal raised by the first Ctrl-C (after printing that the run stops after the
+ * current `unit` and saves a checkpoint); a second Ctrl-C exits at once with status 130.
+ */
+export async function withInterrupt<T>(unit: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const stop = new AbortController();
+  let interrupts = 0;
+  const onInt = () => {
+    if (++interrupts > 1) Deno.exit(130);
+    console.error(
+      `\nInterrupted: stopping after this ${unit} and saving a checkpoint (Ctrl-C again to quit now)`,
+    );
+    stop.abort();
+  };
+  Deno.addSignalListener("SIGINT", onInt);
+  try {
+    return await fn(stop.signal);
+  } finally {
+    Deno.removeSignalListener("SIGINT", onInt);
+  }
+}

@@ -5,7 +5,7 @@
  * @module
  */
 import { flagName, runSft, SFT_DEFAULTS, type SftConfig } from "../core/train/sft.ts";
-import { applyFlags, type Command, type FlagSpec, parseFlags, UsageError } from "./command.ts";
+import { applyFlags, type Command, type FlagSpec, parseFlags, UsageError, withInterrupt } from "./command.ts";
 
 /** Flag descriptions, in help order; every flag maps to the config field of the same (camel-cased) name. */
 const FLAGS: [keyof SftConfig, string][] = [
@@ -112,18 +112,8 @@ export const sftCommand: Command = {
   async run(args) {
     const { config, help } = parseSftArgs(args);
     if (help) return console.log(this.help), 0;
-    const stop = new AbortController();
-    let interrupts = 0;
-    const onInt = () => {
-      if (++interrupts > 1) Deno.exit(130);
-      console.error(
-        "\nInterrupted: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
-      );
-      stop.abort();
-    };
-    Deno.addSignalListener("SIGINT", onInt);
     try {
-      const r = await runSft(config, { signal: stop.signal });
+      const r = await withInterrupt("step", (signal) => runSft(config, { signal }));
       if (!config.quiet && r.lastEval) {
         const e = r.lastEval;
         console.log(
@@ -139,8 +129,6 @@ export const sftCommand: Command = {
       if (msg.startsWith("Invalid --")) throw new UsageError(`sft: ${msg}`);
       if (/^(Cannot |Output directory |Training diverged)/.test(msg)) return console.error(`sft: ${msg}`), 1;
       throw e;
-    } finally {
-      Deno.removeSignalListener("SIGINT", onInt);
     }
   },
 };

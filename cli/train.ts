@@ -14,7 +14,7 @@ import {
   trainFlag,
 } from "../core/rl/train_config.ts";
 import { runPPO } from "../core/rl/trainer.ts";
-import { applyFlags, type Command, type FlagSpec, parseFlags, UsageError } from "./command.ts";
+import { applyFlags, type Command, type FlagSpec, parseFlags, UsageError, withInterrupt } from "./command.ts";
 
 const BOOLEAN = new Set(
   (Object.keys(TRAIN_DEFAULTS) as (keyof TrainConfig)[]).filter((k) =>
@@ -121,18 +121,8 @@ export const trainCommand: Command = {
   async run(args) {
     const { config, help } = await parseTrainArgs(args);
     if (help) return console.log(this.help), 0;
-    const stop = new AbortController();
-    let interrupts = 0;
-    const onInt = () => {
-      if (++interrupts > 1) Deno.exit(130);
-      console.error(
-        "\nInterrupted: stopping after this iteration and saving a checkpoint (Ctrl-C again to quit now)",
-      );
-      stop.abort();
-    };
-    Deno.addSignalListener("SIGINT", onInt);
     try {
-      const r = await runPPO(config, { signal: stop.signal });
+      const r = await withInterrupt("iteration", (signal) => runPPO(config, { signal }));
       if (!config.quiet) console.log(r.summary);
       return r.interrupted ? 130 : 0;
     } catch (e) {
@@ -141,8 +131,6 @@ export const trainCommand: Command = {
         return console.error(`train: ${msg}`), 1;
       }
       throw e;
-    } finally {
-      Deno.removeSignalListener("SIGINT", onInt);
     }
   },
 };

@@ -9,9 +9,8 @@
 import { generateProblems } from "../core/data/arithmetic.ts";
 import { loadGsm8k } from "../core/data/gsm8k.ts";
 import { getGpu } from "../core/gpu/device.ts";
-import { releaseModel, saveModel } from "../core/model/model.ts";
+import { releaseModel } from "../core/model/model.ts";
 import { isCorrect } from "../core/rewards/answer.ts";
-import { evaluateRewardModels, formatRmReport } from "../core/rm/eval_rm.ts";
 import {
   builtinStepExamples,
   type OutcomeExample,
@@ -19,9 +18,8 @@ import {
   samplePolicy,
 } from "../core/rm/labels.ts";
 import { itemSteps } from "../core/rm/prm.ts";
-import { rewardModel } from "../core/rm/scorer.ts";
-import { ormTrainExamples, trainRewardModel } from "../core/rm/train_rm.ts";
-import { exists, joinPath } from "../core/util/atomic.ts";
+import { ormTrainExamples } from "../core/rm/train_rm.ts";
+import { exists } from "../core/util/atomic.ts";
 import type { Command } from "./command.ts";
 import { parseFlags, UsageError } from "./command.ts";
 import {
@@ -30,13 +28,12 @@ import {
   flagSpec,
   initRewardModel,
   loadPolicy,
-  metricsLog,
   numFlag,
   reportErrors,
   resolvePolicy,
   rmTrainFlags,
-  stepPrinter,
   trainFlags,
+  trainSaveEvaluate,
 } from "./train_prm.ts";
 
 const RM = rmTrainFlags("orm");
@@ -167,23 +164,13 @@ ${flagHelp(ORM_FLAGS)}
         }
         const pos = examples.filter((e) => e.label === 1).length;
         log(`${cmd}: ${examples.length} solutions, ${(100 * pos / examples.length).toFixed(1)}% correct`);
-        const write = await metricsLog(out);
-        const print = stepPrinter("orm", train.steps, quiet);
-        const res = await trainRewardModel(init.model, ormTrainExamples(init.tokenizer, examples), {
-          ...train,
-          onStep: async (l) => (print(l), await write({ kind: "train", ...l })),
+        await trainSaveEvaluate(cmd, "orm", init, ormTrainExamples(init.tokenizer, examples), {
+          out,
+          train,
+          evalProblems: numFlag(cmd, f, "eval-problems", 200),
+          quiet,
+          log,
         });
-        await saveModel(init.model, joinPath(out, "final"), { tokenizerDir: init.tokenizerDir });
-        log(`${cmd}: ${res.steps} steps in ${res.seconds.toFixed(1)} s, saved ${joinPath(out, "final")}`);
-        const evalProblems = numFlag(cmd, f, "eval-problems", 200);
-        if (evalProblems > 0) {
-          const held = generateProblems(evalProblems, { seed: train.seed, split: "test" });
-          const report = await evaluateRewardModels(held, {
-            orm: rewardModel(init.model, init.tokenizer, out),
-          });
-          await write({ kind: "eval", ...report });
-          console.log(formatRmReport(report));
-        }
       } finally {
         releaseModel(init.model);
         if (policy) releaseModel(policy.model);

@@ -25,7 +25,12 @@ import {
 import { createOrm } from "../core/rm/orm.ts";
 import { createPrm, itemSteps } from "../core/rm/prm.ts";
 import { rewardModel } from "../core/rm/scorer.ts";
-import { prmTrainExamples, type RmStepLog, trainRewardModel } from "../core/rm/train_rm.ts";
+import {
+  prmTrainExamples,
+  type RmStepLog,
+  type RmTrainExample,
+  trainRewardModel,
+} from "../core/rm/train_rm.ts";
 import { loadTokenizer, type Tokenizer } from "../core/tokenizer/tokenizer.ts";
 import { exists, joinPath } from "../core/util/atomic.ts";
 import { type Command, type FlagSpec, parseFlags, UsageError } from "./command.ts";
@@ -156,6 +161,41 @@ export function stepPrinter(role: string, total: number, quiet: boolean, every =
         `lr ${l.lr.toExponential(2)}  |g| ${l.gradNorm.toFixed(3)}  ${l.seconds.toFixed(2)} s`,
     );
   };
+}
+
+/**
+ * The shared end of `train-prm` and `train-orm`: trains `init.model` on `data` with progress lines and
+ * `<out>/metrics.jsonl`, saves `<out>/final` (HF layout), then, with `evalProblems` > 0, evaluates it on that
+ * many held-out built-in problems (recorded in the metrics and printed).
+ */
+export async function trainSaveEvaluate(
+  cmd: string,
+  role: "prm" | "orm",
+  init: RmInit,
+  data: RmTrainExample[],
+  opts: {
+    out: string;
+    train: ReturnType<typeof trainFlags>;
+    evalProblems: number;
+    quiet: boolean;
+    log: (line: string) => void;
+  },
+): Promise<void> {
+  const { out, train } = opts;
+  const write = await metricsLog(out);
+  const print = stepPrinter(role, train.steps, opts.quiet);
+  const res = await trainRewardModel(init.model, data, {
+    ...train,
+    onStep: async (l) => (print(l), await write({ kind: "train", ...l })),
+  });
+  await saveModel(init.model, joinPath(out, "final"), { tokenizerDir: init.tokenizerDir });
+  opts.log(`${cmd}: ${res.steps} steps in ${res.seconds.toFixed(1)} s, saved ${joinPath(out, "final")}`);
+  if (opts.evalProblems > 0) {
+    const held = generateProblems(opts.evalProblems, { seed: train.seed, split: "test" });
+    const report = await evaluateRewardModels(held, { [role]: rewardModel(init.model, init.tokenizer, out) });
+    await write({ kind: "eval", ...report });
+    console.log(formatRmReport(report));
+  }
 }
 
 /**
@@ -417,23 +457,13 @@ ${flagHelp(PRM_FLAGS)}
             (pos / steps).toFixed(3)
           })`,
         );
-        const write = await metricsLog(out);
-        const print = stepPrinter("prm", train.steps, quiet);
-        const res = await trainRewardModel(init.model, prmTrainExamples(init.tokenizer, examples), {
-          ...train,
-          onStep: async (l) => (print(l), await write({ kind: "train", ...l })),
+        await trainSaveEvaluate(cmd, "prm", init, prmTrainExamples(init.tokenizer, examples), {
+          out,
+          train,
+          evalProblems: numFlag(cmd, f, "eval-problems", 200),
+          quiet,
+          log,
         });
-        await saveModel(init.model, joinPath(out, "final"), { tokenizerDir: init.tokenizerDir });
-        log(`${cmd}: ${res.steps} steps in ${res.seconds.toFixed(1)} s, saved ${joinPath(out, "final")}`);
-        const evalProblems = numFlag(cmd, f, "eval-problems", 200);
-        if (evalProblems > 0) {
-          const held = generateProblems(evalProblems, { seed: train.seed, split: "test" });
-          const report = await evaluateRewardModels(held, {
-            prm: rewardModel(init.model, init.tokenizer, out),
-          });
-          await write({ kind: "eval", ...report });
-          console.log(formatRmReport(report));
-        }
       } finally {
         releaseModel(init.model);
         if (policy) releaseModel(policy.model);
