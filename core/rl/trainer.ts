@@ -37,9 +37,7 @@ import { AdaptiveKLController, FixedKLController, type KLController } from "./kl
 import { metricsSvg, summaryTable } from "./plot.ts";
 import { type Actor, createActor, ppoUpdate, type PPOUpdateStats, releaseActor } from "./ppo.ts";
 import {
-  clearPPORun,
   type EvalSummary,
-  findPPOCheckpoints,
   ppoResumeMismatch,
   type PPOTrainerState,
   prunePPOCheckpoints,
@@ -47,6 +45,7 @@ import {
   writePPOCheckpoint,
 } from "./ppo_checkpoint.ts";
 import { collectRollouts, type RolloutResult } from "./rollout.ts";
+import { openRun } from "../train/sft_checkpoint.ts";
 import { ensurePolicy, ensurePrm, loadProblems } from "./setup.ts";
 import { checkTrainConfig, TRAIN_DEFAULTS, type TrainConfig } from "./train_config.ts";
 
@@ -217,22 +216,7 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
   const log = hooks.log ?? ((s: string) => cfg.quiet || console.error(s));
   const t0 = performance.now();
   const gpu = hooks.gpu ?? await getGpu();
-  const found = await findPPOCheckpoints(cfg.out);
-  let resumed: PPOTrainerState | null = null;
-  if (cfg.resume && found.length > 0) {
-    resumed = await readPPOState(found[0].dir);
-    const bad = ppoResumeMismatch(resumed.config, cfg);
-    if (bad) throw new Error(`Cannot resume from "${found[0].dir}": ${bad}`);
-  } else if (cfg.resume) {
-    log(`No checkpoint in "${cfg.out}": starting from the beginning`);
-  } else if (found.length > 0 && !cfg.overwrite) {
-    throw new Error(
-      `Output directory "${cfg.out}" already has checkpoints (${found.map((c) => c.name).join(", ")}): ` +
-        `pass --resume to continue or --overwrite to start over`,
-    );
-  }
-  if (cfg.overwrite) await clearPPORun(cfg.out);
-  const ckpt = resumed ? found[0].dir : null;
+  const { resumed, dir: ckpt } = await openRun(cfg, readPPOState, ppoResumeMismatch, log);
   const policySource = resumed?.policySource ?? await ensurePolicy(cfg.model, { gpu, log });
   const refSource = resumed?.refSource ?? (cfg.ref || policySource);
   const prmSource = resumed ? resumed.prmSource : await ensurePrm(cfg.prm, policySource, { gpu, log });

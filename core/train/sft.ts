@@ -36,8 +36,7 @@ import { evaluateAccuracy, type EvaluateResult } from "./evaluate.ts";
 import { lmLossAndGrads } from "./lm_loss.ts";
 import { MetricsWriter } from "./metrics.ts";
 import {
-  clearRun,
-  findCheckpoints,
+  openRun,
   pruneCheckpoints,
   readTrainerState,
   resumeMismatch,
@@ -293,22 +292,8 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
   const gpu = hooks.gpu ?? await getGpu();
 
   // Start from the newest complete checkpoint (resume) or from the model.
-  const found = await findCheckpoints(cfg.out);
-  let resumed: TrainerState | null = null;
-  if (cfg.resume && found.length > 0) {
-    resumed = await readTrainerState(found[0].dir);
-    const bad = resumeMismatch(resumed.config, cfg);
-    if (bad) throw new Error(`Cannot resume from "${found[0].dir}": ${bad}`);
-  } else if (cfg.resume) {
-    log(`No checkpoint in "${cfg.out}": starting from the beginning`);
-  } else if (found.length > 0 && !cfg.overwrite) {
-    throw new Error(
-      `Output directory "${cfg.out}" already has checkpoints (${found.map((c) => c.name).join(", ")}): ` +
-        `pass --resume to continue or --overwrite to start over`,
-    );
-  }
-  if (cfg.overwrite) await clearRun(cfg.out);
-  let modelDir = resumed ? found[0].dir : cfg.model;
+  const { resumed, dir: resumedDir } = await openRun(cfg, readTrainerState, resumeMismatch, log);
+  let modelDir = resumedDir ?? cfg.model;
   if (!resumed && cfg.model === "tiny") {
     const tiny = await ensureTinyModel(TINY_INIT_DIR, { gpu });
     if (tiny.created) log(`Built the tiny preset's random initialisation in "${tiny.dir}"`);
@@ -327,11 +312,11 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
   let metrics: MetricsWriter | null = null;
   try {
     if (resumed) {
-      await opt.load(joinPath(found[0].dir, "optimizer.safetensors"));
+      await opt.load(joinPath(resumedDir!, "optimizer.safetensors"));
       if (opt.stepCount !== resumed.step) {
         const at =
           `its optimizer state is at step ${opt.stepCount}, its trainer state at step ${resumed.step}`;
-        throw new Error(`Cannot resume from "${found[0].dir}": ${at}`);
+        throw new Error(`Cannot resume from "${resumedDir}": ${at}`);
       }
     }
     const tok = await tryTokenizer(model.dir);
@@ -353,7 +338,7 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
     const n = data.train.examples.length;
     const totalSteps = planSteps(cfg, n);
     log(
-      `${resumed ? `Resuming from "${found[0].dir}" at step ${resumed.step}` : `Training "${modelDir}"`}: ` +
+      `${resumed ? `Resuming from "${resumedDir}" at step ${resumed.step}` : `Training "${modelDir}"`}: ` +
         `${n} examples from ${data.train.source} (${data.train.truncated} truncated to ${cfg.maxLen} tokens, ` +
         `${data.train.dropped} dropped), ${totalSteps} steps of ${cfg.batchSize}×${cfg.gradAccum} examples, ` +
         `${data.evalSet.length} held-out problems (${((performance.now() - t0) / 1000).toFixed(1)} s setup)`,
@@ -411,7 +396,7 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
     const bar = new TrainBar(totalSteps, !cfg.quiet);
     bar.update(state.step);
     const logEvery = Math.max(1, Math.round(totalSteps / 20));
-    let lastLoss = NaN, checkpoint: string | null = resumed ? found[0].dir : null, interrupted = false;
+    let lastLoss = NaN, checkpoint: string | null = resumedDir, interrupted = false;
     while (state.step < totalSteps) {
       const ts = performance.now();
       let lossSum = 0, targetTokens = 0, inputTokens = 0;
@@ -489,7 +474,7 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
       step: state.step,
       totalSteps,
       interrupted,
-      resumedFrom: resumed ? found[0].dir : null,
+      resumedFrom: resumedDir,
       checkpoint,
       finalDir,
       lastLoss,

@@ -208,3 +208,33 @@ export async function clearRun(out: string): Promise<void> {
     if (!(e instanceof Deno.errors.NotFound)) throw e;
   }
 }
+
+/**
+ * Where a run in `out` starts (shared by SFT and PPO): with `resume`, the newest complete checkpoint's state read
+ * by `read` (an error when `mismatch` finds a setting that cannot change on resume; a log line and a fresh start
+ * when there is none); without it, an error if `out` already has checkpoints, unless `overwrite`, which clears
+ * them. Returns the state and the checkpoint directory, or nulls for a fresh start.
+ */
+export async function openRun<S extends { config: C }, C>(
+  cfg: C & { out: string; resume: boolean; overwrite: boolean },
+  read: (dir: string) => Promise<S>,
+  mismatch: (saved: C, now: C) => string | null,
+  log: (line: string) => void,
+): Promise<{ resumed: S | null; dir: string | null }> {
+  const found = await findCheckpoints(cfg.out);
+  let resumed: S | null = null;
+  if (cfg.resume && found.length > 0) {
+    resumed = await read(found[0].dir);
+    const bad = mismatch(resumed.config, cfg);
+    if (bad) throw new Error(`Cannot resume from "${found[0].dir}": ${bad}`);
+  } else if (cfg.resume) {
+    log(`No checkpoint in "${cfg.out}": starting from the beginning`);
+  } else if (found.length > 0 && !cfg.overwrite) {
+    throw new Error(
+      `Output directory "${cfg.out}" already has checkpoints (${found.map((c) => c.name).join(", ")}): ` +
+        `pass --resume to continue or --overwrite to start over`,
+    );
+  }
+  if (cfg.overwrite) await clearRun(cfg.out);
+  return { resumed, dir: resumed ? found[0].dir : null };
+}
