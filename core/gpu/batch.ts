@@ -18,7 +18,7 @@
  */
 import type { Gpu } from "./device.ts";
 import { type KernelSpec, packParams } from "./kernel.ts";
-import { type Binding, bindingRange, type DType } from "./tensor.ts";
+import { type Binding, bindingRange, type DType, type Tensor } from "./tensor.ts";
 
 const UNIFORM_CHUNK = 1 << 16;
 /** Timestamp queries per query set (WebGPU allows at most 4096). */
@@ -372,16 +372,32 @@ export class Batch {
   }
 }
 
-/** Runs `fn` on a fresh batch and submits it (abandoning the batch if `fn` throws). */
-export async function runBatch<T>(gpu: Gpu, label: string, fn: (batch: Batch) => T): Promise<T> {
+/**
+ * Runs `fn` on a fresh batch and submits it (abandoning the batch if `fn` throws). `opts.release` lists tensors
+ * (step temporaries, possibly added to by `fn`) released once the batch is submitted or abandoned.
+ */
+export async function runBatch<T>(
+  gpu: Gpu,
+  label: string,
+  fn: (batch: Batch) => T,
+  opts: { release?: readonly Tensor[] } = {},
+): Promise<T> {
   const batch = new Batch(gpu, label);
+  const release = () => {
+    for (const t of opts.release ?? []) t.release();
+  };
   let out: T;
   try {
     out = fn(batch);
   } catch (e) {
     batch.abandon();
+    release();
     throw e;
   }
-  await batch.submit();
+  try {
+    await batch.submit();
+  } finally {
+    release();
+  }
   return out;
 }

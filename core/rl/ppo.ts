@@ -15,7 +15,7 @@
  *
  * @module
  */
-import { Batch } from "../gpu/batch.ts";
+import { Batch, runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { lmHeadBackward, lmHeadForward } from "../model/lm_head.ts";
@@ -111,9 +111,7 @@ export async function policyLossAndGrads(
   };
   // Entropy bonus −c_H·mean(H): its gradient flows through the logits via dH = −c_H·m/n (scaled by weight).
   const dentropy = f32(mask.map((m) => (n > 0 ? (-entCoef * weight * m) / n : 0)), "ppo.dentropy");
-  const batch = new Batch(gpu, "ppo.policy");
-  let read: Promise<Float32Array | Int32Array | Uint32Array>;
-  try {
+  const read = await runBatch(gpu, "ppo.policy", (batch) => {
     const { hidden, saved } = trunkForward(batch, cfg, params, inputs, { save: true });
     keep(hidden);
     lmHeadForward(batch, lm, hidden, targets, cfg, params);
@@ -133,17 +131,8 @@ export async function policyLossAndGrads(
     lmHeadBackward(batch, g, dlogp, dentropy, hidden, targets, cfg, params);
     trunkBackward(batch, actor.grads, dhidden, cfg, params, inputs, saved!); // consumes dhidden
     releaseActivations(saved!);
-    read = batch.read(loss.stats);
-  } catch (e) {
-    batch.abandon();
-    for (const t of temps) t.release();
-    throw e;
-  }
-  try {
-    await batch.submit();
-  } finally {
-    for (const t of temps) t.release();
-  }
+    return batch.read(loss.stats);
+  }, { release: temps });
   return parsePPOStats((await read) as Float32Array);
 }
 

@@ -17,7 +17,7 @@
  *
  * @module
  */
-import { Batch } from "../gpu/batch.ts";
+import { Batch, runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { generate } from "../model/generate.ts";
@@ -150,23 +150,12 @@ export async function policyLogprobs(
       lse: keep(new Tensor(gpu, [N], "f32", "rollout.lse")),
       entropy: keep(new Tensor(gpu, [N], "f32", "rollout.entropy")),
     };
-    const batch = new Batch(gpu, "rollout.logprobs");
-    let reads: Promise<Float32Array | Int32Array | Uint32Array>[];
-    try {
+    const reads = await runBatch(gpu, "rollout.logprobs", (batch) => {
       const { hidden } = trunkForward(batch, cfg, params, inputs);
       keep(hidden);
       lmHeadForward(batch, out, hidden, targets, cfg, params);
-      reads = [batch.read(out.logp), batch.read(out.entropy)];
-    } catch (e) {
-      batch.abandon();
-      for (const t of temps) t.release();
-      throw e;
-    }
-    try {
-      await batch.submit();
-    } finally {
-      for (const t of temps) t.release();
-    }
+      return [batch.read(out.logp), batch.read(out.entropy)];
+    }, { release: temps });
     const [lp, en] = (await Promise.all(reads)) as Float32Array[];
     idx.forEach((i, k) => {
       for (let j = 0; j < responses[i].length; j++) {

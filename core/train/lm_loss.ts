@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { Batch } from "../gpu/batch.ts";
+import { runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { lmHeadBackward, lmHeadForward } from "../model/lm_head.ts";
@@ -81,9 +81,7 @@ export async function lmLossAndGrads(
   const dlogpT = keep(upload(gpu, dlogp, { label: "lm.dlogp" }));
   const dentropy = keep(upload(gpu, new Float32Array(N), { label: "lm.dentropy" }));
   const logp = keep(new Tensor(gpu, [N], "f32", "lm.logp"));
-  const batch = new Batch(gpu, "lm.step");
-  let read: Promise<Float32Array | Int32Array | Uint32Array>;
-  try {
+  const read = await runBatch(gpu, "lm.step", (batch) => {
     const { hidden, saved } = trunkForward(batch, cfg, params, inputs, { save: true });
     keep(hidden);
     const lse = keep(new Tensor(gpu, [N], "f32", "lm.lse")),
@@ -102,17 +100,8 @@ export async function lmLossAndGrads(
     );
     trunkBackward(batch, grads, dhidden, cfg, params, inputs, saved!);
     releaseActivations(saved!);
-    read = batch.read(logp);
-  } catch (e) {
-    batch.abandon();
-    for (const t of temps) t.release();
-    throw e;
-  }
-  try {
-    await batch.submit();
-  } finally {
-    for (const t of temps) t.release();
-  }
+    return batch.read(logp);
+  }, { release: temps });
   const lp = (await read) as Float32Array;
   let sum = 0;
   for (let r = 0; r < N; r++) if (targets[r] >= 0) sum += lp[r];
