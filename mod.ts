@@ -201,6 +201,14 @@ export {
   scoreSequences,
 } from "./core/model/model.ts";
 export { generate, type GenerateOptions, type GenerateResult } from "./core/model/generate.ts";
+export {
+  calculatorFor,
+  calculatorState,
+  calculatorStep,
+  type CalculatorTable,
+  calculatorTable,
+  forcedToken,
+} from "./core/model/calculator.ts";
 export { createKVCache, type KVCache, releaseKVCache } from "./core/model/kv_cache.ts";
 export { linear, linearBackward } from "./core/model/linear.ts";
 export { reduceColumns } from "./core/ops/columns.ts";

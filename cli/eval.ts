@@ -36,6 +36,7 @@ const FLAGS: [string, string, string | null][] = [
   ["batch-size", "sequences decoded together", "64"],
   ["seed", "seed of the samples", "0"],
   ["out", "per-problem JSONL file", "runs/eval/eval.jsonl"],
+  ["calculator", "decode with the GSM8K calculator (exact values inside <<expr=…>> annotations)", null],
   ["no-greedy", "skip the greedy decode", null],
   ["quiet", "print only the summary table", null],
 ];
@@ -114,23 +115,27 @@ export const evalCommand: Command = {
           batchSize: num(f, "batch-size", 64),
           seed: num(f, "seed", 0),
           noGreedy: f["no-greedy"] === true,
+          calculator: f.calculator === true,
         });
         await Deno.mkdir(splitPath(out).dir, { recursive: true });
         await writeFileAtomic(out, r.records.map((x) => JSON.stringify(x)).join("\n") + "\n");
         const pct = (x: number | null) => (x === null ? "—" : `${(100 * x).toFixed(1)}%`);
-        console.log(textTable(`eval — ${model} on ${data} (${r.total} problems, ${r.seconds.toFixed(1)} s)`, [
-          "metric",
-          "value",
-        ], [
-          ["greedy accuracy", pct(r.greedyAccuracy)],
-          ["pass@1 (sampled)", pct(r.pass1)],
-          [`pass@${r.k || "k"}`, pct(r.passK)],
-          [`maj@${r.samples || "k"}`, pct(r.majK)],
-          ["steps / solution", r.stepsPerSolution],
-          ["repeated-step rate", r.repeatedStepRate],
-          ["response tokens", r.meanResponseTokens],
-          ["stopped fraction", r.stoppedFraction],
-        ]));
+        const calc = f.calculator === true ? ", calculator" : "";
+        console.log(
+          textTable(`eval — ${model} on ${data} (${r.total} problems${calc}, ${r.seconds.toFixed(1)} s)`, [
+            "metric",
+            "value",
+          ], [
+            ["greedy accuracy", pct(r.greedyAccuracy)],
+            ["pass@1 (sampled)", pct(r.pass1)],
+            [`pass@${r.k || "k"}`, pct(r.passK)],
+            [`maj@${r.samples || "k"}`, pct(r.majK)],
+            ["steps / solution", r.stepsPerSolution],
+            ["repeated-step rate", r.repeatedStepRate],
+            ["response tokens", r.meanResponseTokens],
+            ["stopped fraction", r.stoppedFraction],
+          ]),
+        );
         if (!quiet) console.error(`eval: per-problem records in "${out}"`);
       } finally {
         releaseModel(policy);

@@ -42,6 +42,7 @@ const FLAGS: [string, string, string | null][] = [
   ["n", "samples per problem (best-of-N)", "16"],
   ["temperature", "sampling temperature", "1"],
   ["max-new-tokens", "longest sample", "200"],
+  ["calculator", "sample with the GSM8K calculator (exact values inside <<expr=…>>)", null],
   ["corruptions", "built-in task: corrupted solutions per problem for the step-level set", "4"],
   ["seed", "seed of the problems, corruptions, samples and the random pick", "0"],
   [
@@ -136,6 +137,7 @@ ${flagHelp(FLAGS)}
           sampling: {
             temperature: numFlag(cmd, f, "temperature", 1),
             maxNewTokens: numFlag(cmd, f, "max-new-tokens", 200),
+            calculator: f.calculator === true,
           },
           corruptions: numFlag(cmd, f, "corruptions", 4),
           seed,

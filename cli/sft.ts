@@ -45,6 +45,7 @@ const FLAGS: [keyof SftConfig, string][] = [
   ],
   ["evalBatchSize", "problems decoded together during evaluation"],
   ["evalMaxNewTokens", "longest evaluation response (tokens)"],
+  ["evalCalculator", "also evaluate with the GSM8K calculator (exact values inside <<expr=…>>)"],
   ["saveEvery", "checkpoint every N steps (0: only at the end)"],
   ["saveTotalLimit", "keep the newest N checkpoints (0: all)"],
   ["resume", "continue from the newest complete checkpoint in --out"],
@@ -53,7 +54,7 @@ const FLAGS: [keyof SftConfig, string][] = [
   ["quiet", "no progress bar or log lines"],
 ];
 
-const BOOLEAN = new Set<keyof SftConfig>(["resume", "overwrite", "quiet"]);
+const BOOLEAN = new Set<keyof SftConfig>(["evalCalculator", "resume", "overwrite", "quiet"]);
 const STRING = new Set<keyof SftConfig>([
   "model",
   "data",

@@ -51,6 +51,7 @@ const ORM_FLAGS: [string, string, string | null][] = [
     "1",
   ],
   RM.temperature,
+  RM.calculator,
   ["max-new-tokens", "longest policy sample", "200"],
   RM.eval,
   RM.quiet,
@@ -111,6 +112,7 @@ ${flagHelp(ORM_FLAGS)}
         temperature: numFlag(cmd, f, "temperature", 1),
         maxNewTokens: numFlag(cmd, f, "max-new-tokens", 200),
         seed: train.seed,
+        calculator: f.calculator === true,
       };
       if (perQuestion > 0 && !policyDir) {
         throw new UsageError(`${cmd}: --samples-per-question needs a policy`);

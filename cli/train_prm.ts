@@ -259,6 +259,11 @@ export function rmTrainFlags(kind: "prm" | "orm") {
     ] as Row[],
     problems: row(["train-problems", "built-in task: train problems", "1000"]),
     temperature: row(["temperature", "policy sampling temperature", "1"]),
+    calculator: row([
+      "calculator",
+      "sample the policy with the GSM8K calculator (exact <<expr=…>> values)",
+      null,
+    ]),
     eval: row(["eval-problems", "held-out built-in problems evaluated at the end (0: none)", "200"]),
     quiet: row(["quiet", "no progress lines", null]),
   };
@@ -290,6 +295,7 @@ const PRM_FLAGS: [string, string, string | null][] = [
   ["mc-rollouts", "MC: completions per step prefix", "8"],
   ["mc-mode", "MC: soft (fraction) | hard (any success)", "soft"],
   RM.temperature,
+  RM.calculator,
   ["max-new-tokens", "longest policy sample / rollout", "200"],
   RM.eval,
   RM.quiet,
@@ -365,6 +371,7 @@ ${flagHelp(PRM_FLAGS)}
         temperature: numFlag(cmd, f, "temperature", 1),
         maxNewTokens: numFlag(cmd, f, "max-new-tokens", 200),
         seed: train.seed,
+        calculator: f.calculator === true,
       };
       if ((labels === "mc" || perQuestion > 0) && !policyDir) {
         throw new UsageError(`${cmd}: --labels mc and --samples-per-question need a policy (--policy DIR)`);

@@ -16,6 +16,7 @@
  * @module
  */
 import type { Gpu } from "../core/gpu/device.ts";
+import { calculatorFor } from "../core/model/calculator.ts";
 import { generate } from "../core/model/generate.ts";
 import { loadModel, type Qwen2Model, releaseModel } from "../core/model/model.ts";
 import type { GenerateItem, GenerateOutput, Generator, ModelInfo } from "../core/rm/types.ts";
@@ -101,7 +102,8 @@ export class PolicyGenerator implements Generator {
   }
 
   /**
-   * Generates `n` samples per item. Items are grouped by (max_new_tokens, temperature, top_k, top_p, seed); each
+   * Generates `n` samples per item. Items are grouped by (max_new_tokens, temperature, top_k, top_p, seed,
+   * calculator); each
    * group decodes in one batched call. A prompt too long for the context throws a 422 {@linkcode HttpError}.
    */
   async generate(items: readonly GenerateItem[]): Promise<GenerateOutput[]> {
@@ -124,6 +126,7 @@ export class PolicyGenerator implements Generator {
         topK: item.topK ?? 0,
         topP: item.topP ?? 1,
         seed: item.seed ?? 0,
+        calculator: item.calculator ?? false,
       };
       return { prompt, n: item.n ?? 1, opts, key: JSON.stringify(opts) };
     });
@@ -132,8 +135,10 @@ export class PolicyGenerator implements Generator {
     for (const group of groups.values()) {
       const prompts = group.flatMap((p) => Array.from({ length: p.n }, () => p.prompt));
       const sequenceSeeds = group.flatMap((p) => Array.from({ length: p.n }, (_, j) => j));
+      const { calculator, ...opts } = group[0].opts;
       const r = await generate(this.model, prompts, {
-        ...group[0].opts,
+        ...opts,
+        calculator: calculator ? calculatorFor(this.tokenizer, this.model.config.vocabSize) : undefined,
         sequenceSeeds,
         stopIds: this.#stopIds,
       });

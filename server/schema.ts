@@ -304,8 +304,14 @@ function parseGenerateItem(v: unknown, path: string, limits: Limits): GenerateIt
     "top_p",
     "seed",
     "n",
+    "calculator",
   ]);
   const item: GenerateItem = {};
+  const calc = f.obj.calculator;
+  if (calc !== undefined) {
+    if (typeof calc !== "boolean") fail(f.at("calculator"), "a boolean", calc);
+    item.calculator = calc;
+  }
   if ((f.obj.question === undefined) === (f.obj.messages === undefined)) {
     throw new HttpError(
       422,

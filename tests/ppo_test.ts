@@ -70,6 +70,7 @@ async function fixedExperience(
     shapedRewards: responses.map(() => []),
     stepEnds: responses.map(() => []),
     actionMask: mask,
+    policyMask: mask,
     logp,
     logpRef: logp.map((x, i) => x - 0.1 * Math.sin(i)),
     logpGen: logp,
@@ -165,6 +166,35 @@ Deno.test("micro-batches add up to the minibatch gradient", async () => {
     }
     const parts = await gradsOf(actor);
     for (const [name, v] of whole) assertClose(parts.get(name)!, v, { atol: 1e-6, rtol: 1e-4 }, name);
+  } finally {
+    releaseActor(actor);
+    releaseModel(model);
+  }
+});
+
+Deno.test("tokens outside the policy mask (written by the calculator) add nothing to the policy gradient", async () => {
+  const model = tinyModel(4), actor = createActor(model);
+  try {
+    const grads = async (forcedAdvantage: number) => {
+      const exp = await fixedExperience(model, (b, j) => (b % 2 ? -1 : 1) * (1 + 0.1 * j));
+      exp.policyMask = exp.actionMask.slice();
+      for (const i of [1, 2, 12 + 5, 24 + 0, 36 + 6]) {
+        exp.policyMask[i] = 0;
+        exp.advantages[i] = forcedAdvantage;
+      }
+      const batch = new Batch(gpu, "zero");
+      zeroGrads(batch, actor.grads);
+      await batch.submit();
+      await policyLossAndGrads(actor, exp, { entCoef: 0.1 });
+      return await gradsOf(actor);
+    };
+    const [a, b] = [await grads(5), await grads(-7)];
+    let norm = 0;
+    for (const [name, v] of a) {
+      assert.deepEqual(b.get(name)!, v, name);
+      for (const x of v) norm += x * x;
+    }
+    assert.ok(norm > 0, "the policy tokens still give a gradient");
   } finally {
     releaseActor(actor);
     releaseModel(model);

@@ -3,10 +3,18 @@
  * decoding step embeds the token sampled on the GPU at the previous step (no readback), appends its keys and
  * values at column P + s, and samples the next token on the GPU. Steps are recorded `chunk` at a time into one
  * command encoder, and the host reads only the `done` flags after each chunk to stop once every row has finished.
+ * With `calculator`, the GSM8K calculator (calculator.ts) writes the values of `<<expr=` annotations.
  *
  * @module
  */
 import { Batch } from "../gpu/batch.ts";
+import {
+  type CalculatorTable,
+  calculatorForce,
+  calculatorUpdate,
+  createCalculatorRun,
+  releaseCalculatorRun,
+} from "./calculator.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { embedding } from "../ops/embedding.ts";
@@ -38,6 +46,11 @@ export interface GenerateOptions {
   padId?: number;
   /** Decoding steps recorded per submit before the host checks for completion (default 16). */
   chunk?: number;
+  /**
+   * GSM8K calculator (see calculator.ts): inside `<<expr=`, force the exact value and `>>`. The tokens it wrote
+   * are marked in {@linkcode GenerateResult.forced}.
+   */
+  calculator?: CalculatorTable;
 }
 
 /** Result of {@linkcode generate}: per sequence, the new tokens and their log-probs. */
@@ -48,6 +61,8 @@ export interface GenerateResult {
   logprobs: number[][];
   /** Whether each sequence ended with a stop token (false: hit maxNewTokens). */
   stopped: boolean[];
+  /** Per sequence, whether each new token was written by the calculator (all false without one). */
+  forced: boolean[][];
   /** GPU→CPU readbacks performed. */
   readbacks: number;
   /** Decoding steps run (≤ maxNewTokens). */
@@ -63,7 +78,7 @@ export async function generate(
   const { gpu, config: cfg, params } = model;
   const B = prompts.length;
   const maxNew = opts.maxNewTokens;
-  if (B === 0) return { tokens: [], logprobs: [], stopped: [], readbacks: 0, steps: 0 };
+  if (B === 0) return { tokens: [], logprobs: [], forced: [], stopped: [], readbacks: 0, steps: 0 };
   if (!Number.isInteger(maxNew) || maxNew < 1) {
     throw new Error(`Invalid maxNewTokens "${maxNew}": expected a positive integer`);
   }
@@ -128,7 +143,14 @@ export async function generate(
   gpu.device.queue.writeBuffer(cache.mask.buffer, 0, cacheMask as BufferSource);
   const state = createSamplerState(gpu, { batch: B, maxNew });
   const logits = keep(new Tensor(gpu, [B, cfg.vocabSize], "f32", "gen.logits"));
+  if (opts.calculator && opts.calculator.vocab !== cfg.vocabSize) {
+    throw new Error(
+      `The calculator table has ${opts.calculator.vocab} tokens, the model's vocabulary ${cfg.vocabSize}`,
+    );
+  }
+  const calc = opts.calculator ? createCalculatorRun(gpu, opts.calculator, prompts, maxNew) : undefined;
   const sample = (batch: Batch, step: number) => {
+    if (calc) calculatorForce(batch, calc, logits, state.done);
     sampleTokens(batch, state, logits, {
       step,
       temperature: opts.temperature ?? 0,
@@ -139,6 +161,7 @@ export async function generate(
       stopIds: stopT,
       padId,
     });
+    if (calc) calculatorUpdate(batch, calc, state.tokens, state.done, step, cfg.vocabSize);
     kvStep(batch, stepIds.reshape([B]), stepPos.reshape([B]), state.tokens, step);
   };
   let readbacks = 0, steps = 0;
@@ -181,13 +204,17 @@ export async function generate(
       batch.read(state.lengths),
       batch.read(state.logprobs),
       batch.read(state.done),
+      ...(calc ? [batch.read(calc.forced)] : []),
     ];
     await batch.submit();
     readbacks++;
-    const [tokens, lengths, logprobs, done] = await Promise.all(reads);
+    const [tokens, lengths, logprobs, done, forced] = await Promise.all(reads);
     return {
       tokens: prompts.map((_, b) => Array.from(tokens.subarray(b * maxNew, b * maxNew + lengths[b]))),
       logprobs: prompts.map((_, b) => Array.from(logprobs.subarray(b * maxNew, b * maxNew + lengths[b]))),
+      forced: prompts.map((_, b) =>
+        Array.from({ length: lengths[b] }, (_, j) => forced !== undefined && forced[b * maxNew + j] !== 0)
+      ),
       stopped: prompts.map((_, b) => done[b] !== 0),
       readbacks,
       steps,
@@ -195,6 +222,7 @@ export async function generate(
   } finally {
     releaseSamplerState(state);
     releaseKVCache(cache);
+    if (calc) releaseCalculatorRun(calc);
     for (const t of temps) t.release();
   }
 }

@@ -15,6 +15,7 @@
  */
 import type { MathExample } from "../data/arithmetic.ts";
 import { fnv1a32 } from "../data/rng.ts";
+import { calculatorFor } from "../model/calculator.ts";
 import { generate } from "../model/generate.ts";
 import type { Qwen2Model } from "../model/model.ts";
 import { extractAnswer } from "../rewards/answer.ts";
@@ -42,6 +43,8 @@ export interface EvalOptions {
   seed?: number;
   /** Skip the greedy decode (default false). */
   noGreedy?: boolean;
+  /** Decode with the GSM8K calculator (exact values inside `<<expr=…>>`, see calculator.ts; default false). */
+  calculator?: boolean;
 }
 
 /** One decoded solution. */
@@ -127,9 +130,11 @@ async function decode(
     maxNewTokens: number;
     batchSize: number;
     seeds: number[];
+    calculator: boolean;
   },
 ): Promise<SolutionRecord[]> {
   const stopIds = chatStopIds(model, tokenizer);
+  const calculator = opts.calculator ? calculatorFor(tokenizer, model.config.vocabSize) : undefined;
   const order = prompts.map((_, i) => i).sort((a, b) => prompts[a].length - prompts[b].length || a - b);
   const out: SolutionRecord[] = new Array(prompts.length);
   for (let i0 = 0; i0 < order.length; i0 += opts.batchSize) {
@@ -142,6 +147,7 @@ async function decode(
       sequenceSeeds: idx.map((i) => opts.seeds[i]),
       stopIds,
       padId: stopIds[0],
+      calculator,
     });
     idx.forEach((i, j) => {
       const response = tokenizer.decode(g.tokens[j], { skipSpecialTokens: true });
@@ -195,7 +201,13 @@ export async function evaluatePolicy(
     gold: p.finalAnswer,
   }));
   const all: SolutionRecord[] = [];
-  const common = { maxNewTokens, batchSize, topK: opts.topK ?? 0, topP: opts.topP ?? 1 };
+  const common = {
+    maxNewTokens,
+    batchSize,
+    topK: opts.topK ?? 0,
+    topP: opts.topP ?? 1,
+    calculator: opts.calculator ?? false,
+  };
   if (!opts.noGreedy) {
     const greedy = await decode(model, tokenizer, prompts, gold, {
       ...common,

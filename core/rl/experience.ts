@@ -53,6 +53,11 @@ export interface Experience {
   // ---- per token (B, T) ----
   /** 1 for response tokens, 0 for padding, (B, T). */
   actionMask: Float32Array;
+  /**
+   * 1 for response tokens the policy chose, (B, T): the action mask without the tokens the GSM8K calculator
+   * wrote (those are the environment's, not actions, so the policy loss leaves them out).
+   */
+  policyMask: Float32Array;
   /** log π_old(a_j | s_j), recomputed by a training-mode forward pass, (B, T). */
   logp: Float32Array;
   /** log π_ref(a_j | s_j) of the frozen reference policy, (B, T). */
@@ -78,6 +83,7 @@ export interface Experience {
 /** Per-token field names of {@linkcode Experience}. */
 export const TOKEN_FIELDS = [
   "actionMask",
+  "policyMask",
   "logp",
   "logpRef",
   "logpGen",

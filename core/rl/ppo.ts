@@ -79,7 +79,7 @@ export async function policyLossAndGrads(
   const pr = packRollouts(mb.prompts, mb.responses);
   const [B, T] = [pr.packed.B, pr.packed.T], N = B * T;
   const weight = opts.weight ?? 1, entCoef = opts.entCoef ?? 0;
-  const mask = toRows(pr, mb.actionMask);
+  const mask = toRows(pr, mb.policyMask);
   let n = 0;
   for (const m of mask) n += m;
   const temps: Tensor[] = [];
@@ -206,7 +206,7 @@ export async function ppoUpdate(
     for (const idx of minibatchOrder(exp.B, mbSize, `ppo-minibatch:${opts.seed ?? 0}:${e}`)) {
       const mb = selectExperience(exp, idx);
       let n = 0;
-      for (const m of mb.actionMask) n += m;
+      for (const m of mb.policyMask) n += m;
       const acc = { policyLoss: 0, entropy: 0, clipFrac: 0, approxKL: 0, klLoss: 0 };
       // Micro-batches of similar lengths: less padding in each (B, T) pass.
       const byLength = [...Array(mb.B).keys()].sort((a, b) =>
@@ -215,8 +215,8 @@ export async function ppoUpdate(
       for (let b0 = 0; b0 < mb.B; b0 += micro) {
         const part = selectExperience(mb, byLength.slice(b0, b0 + micro));
         let m = 0;
-        for (const x of part.actionMask) m += x;
-        const s = await policyLossAndGrads(actor, part, { ...opts, weight: m / n });
+        for (const x of part.policyMask) m += x;
+        const s = await policyLossAndGrads(actor, part, { ...opts, weight: n > 0 ? m / n : 0 });
         for (const k of Object.keys(acc) as (keyof typeof acc)[]) acc[k] += (s[k] * m) / n;
       }
       if (opts.targetKL !== undefined && acc.approxKL > 1.5 * opts.targetKL) {

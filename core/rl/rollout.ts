@@ -20,6 +20,7 @@
 import { Batch, runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
+import { calculatorFor } from "../model/calculator.ts";
 import { generate } from "../model/generate.ts";
 import { lmHeadForward } from "../model/lm_head.ts";
 import type { Qwen2Model } from "../model/model.ts";
@@ -87,6 +88,11 @@ export interface RolloutOptions {
   samplesPerQuestion: number;
   /** New tokens at most per response. */
   maxNewTokens: number;
+  /**
+   * Sample with the GSM8K calculator (calculator.ts; default false): annotation values are exact, and the tokens
+   * it writes are left out of the policy loss (`policyMask`).
+   */
+  calculator?: boolean;
   /** Sampling temperature (default 1), top-k (0 = off), top-p (1 = off). */
   temperature?: number;
   topK?: number;
@@ -307,7 +313,11 @@ export async function collectRollouts(
     for (let k = 0; k < K; k++) (prompts.push(p), seeds.push(sampleSeed(opts.seed, q, k)), qIndex.push(q));
   });
   const B = prompts.length, stopIds = chatStopIds(policy, tokenizer);
-  const responses: number[][] = [], genLogp: number[][] = [], stopped: boolean[] = [];
+  const responses: number[][] = [],
+    genLogp: number[][] = [],
+    stopped: boolean[] = [],
+    forced: boolean[][] = [];
+  const calculator = opts.calculator ? calculatorFor(tokenizer, policy.config.vocabSize) : undefined;
   const chunk = opts.generateBatch ?? B;
   for (let i0 = 0; i0 < B; i0 += chunk) {
     const g = await generate(policy, prompts.slice(i0, i0 + chunk), {
@@ -319,9 +329,11 @@ export async function collectRollouts(
       sequenceSeeds: seeds.slice(i0, i0 + chunk),
       stopIds,
       padId: stopIds[0],
+      calculator,
     });
     responses.push(...g.tokens);
     genLogp.push(...g.logprobs);
+    forced.push(...g.forced);
     stopped.push(...g.stopped);
   }
   const t1 = performance.now();
@@ -329,6 +341,7 @@ export async function collectRollouts(
     prompts,
     responses,
     genLogp,
+    forced,
     stopped,
     questionIndex: qIndex,
   }, opts);
@@ -352,6 +365,8 @@ export interface SampledBatch {
   responses: number[][];
   /** Sampler log-probs per response token. */
   genLogp: number[][];
+  /** Per response token, whether the calculator wrote it (default: none). */
+  forced?: boolean[][];
   stopped: boolean[];
   /** Question of each sequence. */
   questionIndex: number[];
@@ -417,6 +432,7 @@ export async function scoreRollouts(
     shapedRewards: shaped,
     stepEnds: parsed.map((p) => p.stepEnds),
     actionMask: tokenMatrix(B, T),
+    policyMask: tokenMatrix(B, T),
     logp,
     logpRef,
     logpGen: tokenMatrix(B, T),
@@ -431,6 +447,7 @@ export async function scoreRollouts(
   for (let b = 0; b < B; b++) {
     const n = responses[b].length, o = b * T;
     exp.actionMask.fill(1, o, o + n);
+    for (let j = 0; j < n; j++) exp.policyMask[o + j] = sampled.forced?.[b][j] ? 0 : 1;
     exp.logpGen.set(sampled.genLogp[b], o);
     const correct = isCorrect(parsed[b].text, questions[sampled.questionIndex[b]].finalAnswer);
     exp.correct[b] = correct ? 1 : 0;

@@ -41,6 +41,8 @@ export interface TrainConfig {
   samplesPerQuestion: number;
   /** Longest response in tokens. */
   maxNewTokens: number;
+  /** Sample rollouts and evaluate with the GSM8K calculator (exact values inside `<<expr=…>>`). */
+  calculator: boolean;
   temperature: number;
   topK: number;
   topP: number;
@@ -118,6 +120,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = {
   questionsPerIteration: 8,
   samplesPerQuestion: 4,
   maxNewTokens: 160,
+  calculator: false,
   temperature: 1,
   topK: 0,
   topP: 1,
@@ -182,6 +185,7 @@ export const TRAIN_FLAG_DOCS: [keyof TrainConfig, string][] = [
   ["questionsPerIteration", "questions per iteration"],
   ["samplesPerQuestion", "sampled solutions per question"],
   ["maxNewTokens", "longest rollout response (tokens)"],
+  ["calculator", "GSM8K calculator in rollouts and evaluation (its tokens are not policy actions)"],
   ["temperature", "rollout sampling temperature"],
   ["topK", "rollout top-k (0: off)"],
   ["topP", "rollout nucleus mass (1: off)"],

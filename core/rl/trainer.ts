@@ -306,6 +306,7 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
         batchSize: cfg.evalBatchSize,
         maxNewTokens: cfg.evalMaxNewTokens,
         seed: cfg.seed,
+        calculator: cfg.calculator,
       });
       const s = evalSummary(r, i);
       metrics!.write({
@@ -367,6 +368,7 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
         {
           samplesPerQuestion: cfg.samplesPerQuestion,
           maxNewTokens: cfg.maxNewTokens,
+          calculator: cfg.calculator,
           temperature: cfg.temperature,
           topK: cfg.topK,
           topP: cfg.topP,

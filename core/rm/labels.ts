@@ -22,6 +22,7 @@ import type { ArithmeticProblem } from "../data/arithmetic.ts";
 import { CORRUPTION_KINDS, corruptSolution } from "../data/corrupt.ts";
 import { fnv1a32, Rng } from "../data/rng.ts";
 import { type LabelMode, labelSteps } from "../data/step_labels.ts";
+import { calculatorFor } from "../model/calculator.ts";
 import { generate } from "../model/generate.ts";
 import type { Qwen2Model } from "../model/model.ts";
 import { isCorrect } from "../rewards/answer.ts";
@@ -128,6 +129,8 @@ export interface PolicySampleOptions {
   seed?: number;
   /** Sequences generated together (default 128). */
   batchSize?: number;
+  /** Sample with the GSM8K calculator (exact values inside `<<expr=…>>`, see calculator.ts; default false). */
+  calculator?: boolean;
 }
 
 /** Stop ids of chat generation: the config's EOS ids, the tokenizer's EOS and `<|im_end|>`. */
@@ -151,6 +154,7 @@ export async function continueTexts(
   const ids = prompts.map((p) => tokenizer.encode(p, { addSpecialTokens: false }));
   const order = ids.map((_, i) => i).sort((a, b) => ids[a].length - ids[b].length || a - b);
   const stopIds = stopIdsOf(policy, tokenizer);
+  const calculator = opts.calculator ? calculatorFor(tokenizer, policy.config.vocabSize) : undefined;
   const out: string[] = new Array(prompts.length);
   for (let i0 = 0; i0 < order.length; i0 += batchSize) {
     const idx = order.slice(i0, i0 + batchSize);
@@ -162,6 +166,7 @@ export async function continueTexts(
       seed: opts.seed ?? 0,
       sequenceSeeds: idx.map((i) => opts.seeds[i] >>> 0),
       stopIds,
+      calculator,
     });
     idx.forEach((i, j) => (out[i] = tokenizer.decode(r.tokens[j], { skipSpecialTokens: true })));
   }

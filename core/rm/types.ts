@@ -66,6 +66,8 @@ export interface GenerateItem {
   seed?: number;
   /** Number of samples. */
   n?: number;
+  /** Decode with the GSM8K calculator (exact values inside `<<expr=…>>`). */
+  calculator?: boolean;
 }
 
 /** Generated samples for one request. */

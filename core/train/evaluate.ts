@@ -8,11 +8,15 @@
  * mean_response_tokens = (1/n) Σ_i |response_i|   (tokens, stop token included)
  * ```
  *
+ * With `calculator`, annotation values are computed by the GSM8K calculator (the model picks operands and
+ * operators, the calculator does the arithmetic), as in Cobbe et al. 2021.
+ *
  * Greedy decoding makes the result deterministic: a problem gives the same response whatever batch it is in.
  *
  * @module
  */
 import type { MathExample } from "../data/arithmetic.ts";
+import { calculatorFor } from "../model/calculator.ts";
 import { generate } from "../model/generate.ts";
 import type { Qwen2Model } from "../model/model.ts";
 import { isCorrect } from "../rewards/answer.ts";
@@ -27,6 +31,8 @@ export interface EvaluateOptions {
   batchSize?: number;
   /** New tokens at most per response (default 256). */
   maxNewTokens?: number;
+  /** Decode with the GSM8K calculator (calculator.ts: exact values inside `<<expr=…>>`; default false). */
+  calculator?: boolean;
   /** Keep the decoded responses in the result (default false). */
   keepResponses?: boolean;
 }
@@ -77,6 +83,7 @@ export async function evaluateAccuracy(
     throw new Error(`Cannot evaluate: batchSize must be an integer ≥ 1, got "${batchSize}"`);
   }
   const stopIds = chatStopIds(model, tokenizer);
+  const calculator = opts.calculator ? calculatorFor(tokenizer, model.config.vocabSize) : undefined;
   const limit = model.config.maxPositionEmbeddings - maxNew;
   const prompts = problems.map((p, i) => {
     const ids = promptIds(tokenizer, p.question);
@@ -99,6 +106,7 @@ export async function evaluateAccuracy(
       temperature: 0,
       stopIds,
       padId: stopIds[0],
+      calculator,
     });
     idx.forEach((i, j) => {
       const text = tokenizer.decode(out.tokens[j], { skipSpecialTokens: true });

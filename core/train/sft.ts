@@ -98,6 +98,8 @@ export interface SftConfig {
   evalBatchSize: number;
   /** Longest evaluation response in tokens. */
   evalMaxNewTokens: number;
+  /** Also evaluate with the GSM8K calculator (exact values inside `<<expr=…>>`), logged as `accuracy_calculator`. */
+  evalCalculator: boolean;
   /** Save a checkpoint every this many steps (0: only at the end). */
   saveEvery: number;
   /** Keep the newest this many checkpoints (0: all). */
@@ -143,6 +145,7 @@ export const SFT_DEFAULTS: Readonly<SftConfig> = {
   evalData: "auto",
   evalBatchSize: 100,
   evalMaxNewTokens: 200,
+  evalCalculator: false,
   saveEvery: 100,
   saveTotalLimit: 2,
   resume: false,
@@ -366,6 +369,14 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
         batchSize: cfg.evalBatchSize,
         maxNewTokens: cfg.evalMaxNewTokens,
       });
+      const calc = cfg.evalCalculator
+        ? await evaluateAccuracy(model, data.evalSet, {
+          tokenizer: tok.tokenizer,
+          batchSize: cfg.evalBatchSize,
+          maxNewTokens: cfg.evalMaxNewTokens,
+          calculator: true,
+        })
+        : undefined;
       state.lastEval = r;
       metrics!.write({
         type: "eval",
@@ -376,14 +387,18 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
         total: r.total,
         mean_response_tokens: r.meanResponseTokens,
         stopped_fraction: r.stoppedFraction,
-        eval_s: r.seconds,
+        ...(calc ? { accuracy_calculator: calc.accuracy, correct_calculator: calc.correct } : {}),
+        eval_s: r.seconds + (calc?.seconds ?? 0),
         elapsed_s: elapsed(),
       });
       hooks.onEval?.(state.step, r);
       log(
         `${bar.enabled ? "\n" : ""}eval at step ${state.step}: accuracy ${(100 * r.accuracy).toFixed(1)}% ` +
-          `(${r.correct}/${r.total}), mean response ${r.meanResponseTokens.toFixed(1)} tokens, ` +
-          `${r.seconds.toFixed(1)} s`,
+          `(${r.correct}/${r.total})${
+            calc
+              ? `, with the calculator ${(100 * calc.accuracy).toFixed(1)}% (${calc.correct}/${calc.total})`
+              : ""
+          }, mean response ${r.meanResponseTokens.toFixed(1)} tokens, ${r.seconds.toFixed(1)} s`,
       );
     };
     const sched = {
