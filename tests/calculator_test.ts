@@ -3,7 +3,6 @@
 // with the calculator through generate().
 import fc from "fast-check";
 import assert from "node:assert/strict";
-import { buildTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { Batch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { upload } from "../core/gpu/io.ts";
@@ -18,14 +17,12 @@ import {
   forcedToken,
   releaseCalculatorRun,
 } from "../core/model/calculator.ts";
-import { qwen2Config } from "../core/model/config.ts";
 import { generate } from "../core/model/generate.ts";
 import { randomModel, releaseModel } from "../core/model/model.ts";
-import { Tokenizer } from "../core/tokenizer/tokenizer.ts";
+import { miniConfig, tinyTokenizer } from "./util/mini.ts";
 
 const gpu = await Gpu.create();
-const files = buildTinyTokenizer();
-const tokenizer = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
+const tokenizer = tinyTokenizer();
 const V = 512;
 const table = calculatorFor(tokenizer, V);
 const enc = (s: string) => tokenizer.encode(s, { addSpecialTokens: false });
@@ -146,18 +143,7 @@ Deno.test("calculator force kernel raises exactly the queued token of rows that 
 });
 
 Deno.test("generate with the calculator writes annotation values and marks them forced", async () => {
-  const config = qwen2Config({
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numHiddenLayers: 1,
-    numAttentionHeads: 2,
-    numKeyValueHeads: 1,
-    vocabSize: V,
-    maxPositionEmbeddings: 128,
-    tieWordEmbeddings: true,
-    eosTokenIds: [tokenizer.imEndId!],
-  });
-  const model = randomModel(gpu, config, { seed: 3, std: 0.05 });
+  const model = randomModel(gpu, miniConfig({ maxPositionEmbeddings: 128 }), { seed: 3, std: 0.05 });
   try {
     const prompts = [enc("He has 4*12=<<4*12="), enc("Then <<25*7="), enc("Nothing to compute")];
     for (const temperature of [0, 1]) {

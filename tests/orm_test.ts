@@ -7,7 +7,6 @@ import { writeTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { Batch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { upload } from "../core/gpu/io.ts";
-import { qwen2Config } from "../core/model/config.ts";
 import { randomModel, releaseModel } from "../core/model/model.ts";
 import { readParams } from "../core/model/params.ts";
 import { trunkForward } from "../core/model/qwen2.ts";
@@ -19,6 +18,7 @@ import { rewardModel, RewardScorer } from "../core/rm/scorer.ts";
 import { ormTrainExamples, trainRewardModel } from "../core/rm/train_rm.ts";
 import { loadTokenizer } from "../core/tokenizer/tokenizer.ts";
 import { assertClose } from "./util/close.ts";
+import { miniConfig } from "./util/mini.ts";
 
 const gpu = await Gpu.create();
 const dir = await Deno.makeTempDir({ prefix: "orm_test_" });
@@ -26,18 +26,7 @@ await writeTinyTokenizer(`${dir}/tok`);
 const tokenizer = await loadTokenizer(`${dir}/tok`);
 const problems = generateProblems(30, { seed: 9 });
 const solutions = builtinStepExamples(problems, { corruptions: 1, seed: 2 });
-const mini = qwen2Config({
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numHiddenLayers: 1,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  vocabSize: 512,
-  maxPositionEmbeddings: 512,
-  tieWordEmbeddings: true,
-  eosTokenIds: [2],
-  padTokenId: 0,
-});
+const mini = miniConfig({ maxPositionEmbeddings: 512, padTokenId: 0 });
 const tinyOrm = (seed: number) => createOrm(randomModel(gpu, mini, { seed, std: 0.1 }), { seed, std: 0.5 });
 
 Deno.test("ORM: Qwen2ForSequenceClassification without bias; score = σ(hidden[last] · w) computed on the host", async () => {

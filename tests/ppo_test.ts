@@ -2,10 +2,8 @@
 // directional finite difference of the host loss, micro-batching equivalence, movement in the direction of the
 // advantage, the critic fitting its returns, the approx-KL early stop, and bitwise determinism for a fixed seed.
 import assert from "node:assert/strict";
-import { buildTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { Batch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
-import { qwen2Config } from "../core/model/config.ts";
 import { type Qwen2Model, randomModel, releaseModel } from "../core/model/model.ts";
 import { readParams } from "../core/model/params.ts";
 import { zeroGrads } from "../core/optim/mod.ts";
@@ -15,24 +13,13 @@ import { type Experience, tokenMatrix } from "../core/rl/experience.ts";
 import { createActor, policyLossAndGrads, ppoUpdate, releaseActor } from "../core/rl/ppo.ts";
 import { ppoLoss } from "../core/rl/ppo_loss.ts";
 import { collectRollouts, policyLogprobs } from "../core/rl/rollout.ts";
-import { Tokenizer } from "../core/tokenizer/tokenizer.ts";
 import { Rng } from "../core/data/rng.ts";
 import { assertClose } from "./util/close.ts";
+import { miniConfig, tinyTokenizer } from "./util/mini.ts";
 
 const gpu = await Gpu.create();
-const files = buildTinyTokenizer();
-const tokenizer = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
-const config = qwen2Config({
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numHiddenLayers: 2,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  vocabSize: 512,
-  maxPositionEmbeddings: 256,
-  tieWordEmbeddings: true,
-  eosTokenIds: [tokenizer.imEndId!],
-});
+const tokenizer = tinyTokenizer();
+const config = miniConfig({ numHiddenLayers: 2, eosTokenIds: [tokenizer.imEndId!] });
 const tinyModel = (seed: number) => randomModel(gpu, config, { seed, std: 0.05 });
 
 /** An experience of fixed sequences with the model's own log-probs as logpOld and the given advantages. */

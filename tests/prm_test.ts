@@ -8,7 +8,6 @@ import { tinyPresetConfig, writeTinyTokenizer } from "../core/data/tiny_tokenize
 import { Batch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { upload } from "../core/gpu/io.ts";
-import { qwen2Config } from "../core/model/config.ts";
 import { headConfig } from "../core/model/heads.ts";
 import { randomModel, releaseModel, saveModel } from "../core/model/model.ts";
 import { readParams } from "../core/model/params.ts";
@@ -28,6 +27,7 @@ import { loadTokenizer } from "../core/tokenizer/tokenizer.ts";
 import { applyChatTemplate } from "../core/tokenizer/chat_template.ts";
 import { assertClose } from "./util/close.ts";
 import { createGrads } from "../core/model/qwen2_backward.ts";
+import { miniConfig } from "./util/mini.ts";
 
 const gpu = await Gpu.create();
 const dir = await Deno.makeTempDir({ prefix: "prm_test_" });
@@ -37,18 +37,7 @@ const problems = generateProblems(40, { seed: 3 });
 const examples = builtinStepExamples(problems, { corruptions: 2, seed: 1 });
 
 /** A small config on the tiny tokenizer (fast on lavapipe). */
-const mini = qwen2Config({
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numHiddenLayers: 1,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  vocabSize: 512,
-  maxPositionEmbeddings: 512,
-  tieWordEmbeddings: true,
-  eosTokenIds: [2],
-  padTokenId: 0,
-});
+const mini = miniConfig({ maxPositionEmbeddings: 512, padTokenId: 0 });
 
 /** A random mini PRM. */
 function tinyPrm(seed: number, std = 0.1) {

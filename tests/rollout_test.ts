@@ -2,9 +2,7 @@
 // against the pure-TS reward math, GAE/whitening on the GPU against the TS reference, training-mode log-probs
 // against an independent scoring path and the sampler, reproducibility and batching independence of sampling.
 import assert from "node:assert/strict";
-import { buildTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { Gpu } from "../core/gpu/device.ts";
-import { qwen2Config } from "../core/model/config.ts";
 import { randomModel, releaseModel, scoreSequences } from "../core/model/model.ts";
 import { combineRewards } from "../core/rewards/combine.ts";
 import { shapeStepRewards } from "../core/rewards/shaping.ts";
@@ -22,25 +20,14 @@ import {
   responseSteps,
   scoreRollouts,
 } from "../core/rl/rollout.ts";
-import { Tokenizer } from "../core/tokenizer/tokenizer.ts";
 import { promptIds } from "../core/train/sft_data.ts";
 import { assertClose } from "./util/close.ts";
+import { miniConfig, tinyTokenizer } from "./util/mini.ts";
 
 const gpu = await Gpu.create();
-const files = buildTinyTokenizer();
-const tokenizer = new Tokenizer(files.tokenizerJson, files.tokenizerConfig);
+const tokenizer = tinyTokenizer();
 const IM_END = tokenizer.imEndId!;
-const config = qwen2Config({
-  hiddenSize: 32,
-  intermediateSize: 64,
-  numHiddenLayers: 1,
-  numAttentionHeads: 2,
-  numKeyValueHeads: 1,
-  vocabSize: 512,
-  maxPositionEmbeddings: 256,
-  tieWordEmbeddings: true,
-  eosTokenIds: [IM_END],
-});
+const config = miniConfig({ eosTokenIds: [IM_END] });
 const tinyModel = (seed: number) => randomModel(gpu, config, { seed, std: 0.05 });
 
 const QUESTION =

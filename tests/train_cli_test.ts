@@ -4,13 +4,13 @@
 import assert from "node:assert/strict";
 import { buildTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { Gpu } from "../core/gpu/device.ts";
-import { qwen2Config } from "../core/model/config.ts";
 import { randomModel, releaseModel, saveModel } from "../core/model/model.ts";
 import { SafetensorsFile } from "../core/model/safetensors.ts";
 import { createPrm } from "../core/rm/prm.ts";
 import { parseTrainConfigJson, TRAIN_DEFAULTS, TRAIN_FLAG_DOCS, trainFlag } from "../core/rl/train_config.ts";
 import { readMetrics } from "../core/train/metrics.ts";
 import { parseTrainArgs } from "../cli/train.ts";
+import { miniConfig } from "./util/mini.ts";
 
 const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const gpu = await Gpu.create();
@@ -23,17 +23,7 @@ async function setup(): Promise<{ policy: string; prm: string }> {
   await Deno.mkdir(tok, { recursive: true });
   await Deno.writeTextFile(`${tok}/tokenizer.json`, JSON.stringify(files.tokenizerJson));
   await Deno.writeTextFile(`${tok}/tokenizer_config.json`, JSON.stringify(files.tokenizerConfig));
-  const cfg = qwen2Config({
-    hiddenSize: 32,
-    intermediateSize: 64,
-    numHiddenLayers: 1,
-    numAttentionHeads: 2,
-    numKeyValueHeads: 1,
-    vocabSize: 512,
-    maxPositionEmbeddings: 256,
-    tieWordEmbeddings: true,
-    eosTokenIds: [2],
-  });
+  const cfg = miniConfig();
   const policy = randomModel(gpu, cfg, { seed: 1, std: 0.05 });
   await saveModel(policy, `${dir}/policy`, { tokenizerDir: tok });
   releaseModel(policy);
