@@ -160,7 +160,11 @@ export const ablationCommand: Command = {
       const gpu = await getGpu();
       // Shared starting point: the policy, the PRM, and one held-out evaluation of the policy.
       const policyDir = await ensurePolicy(config.model, { gpu, log });
-      const prmDir = await ensurePrm(config.prm, policyDir, { gpu, log });
+      const prmDir = await ensurePrm(config.prm, policyDir, {
+        gpu,
+        log,
+        recipe: { calculator: config.calculator },
+      });
       const problems = await loadProblems(config);
       let initial: EvalSummary | null = null;
       if (problems.eval.length > 0) {
@@ -171,6 +175,7 @@ export const ablationCommand: Command = {
             batchSize: config.evalBatchSize,
             maxNewTokens: config.evalMaxNewTokens,
             seed: config.seed,
+            calculator: config.calculator,
           });
           initial = evalSummary(r, 0);
           log(

@@ -64,9 +64,11 @@ and value losses, AdamW with clipping. Writes metrics.jsonl (one record per iter
 eval.jsonl, atomic checkpoints (policy + critic in HF layout, optimiser states, RNG state, config) that
 --resume continues exactly, and final/. Ctrl-C stops after the current iteration and saves a checkpoint.
 
-With no options (\`deno task train\`): the tiny preset's SFT policy on the built-in arithmetic task (built
-with the SFT defaults when runs/sft-tiny/final is absent), a PRM trained for it when runs/prm-tiny/final is
-absent, success + Clip-Delta PRM reward, then held-out greedy accuracy before and after.
+With no options (\`deno task train\`): the tiny preset's SFT policy on the built-in arithmetic task (yours in
+runs/sft-tiny/final, else the shipped one, else built with the SFT defaults), a PRM for it (runs/prm-tiny/final,
+else the shipped one, else trained), success + Clip-Delta PRM reward, rollouts and evaluation with the GSM8K
+calculator (the values of <<expr=…>> annotations are computed, not sampled; --no-calculator turns it off), then
+held-out greedy accuracy before and after.
 
 Options:
 ${wrapRows(rows)}

@@ -9,8 +9,8 @@
  */
 import { Batch } from "../gpu/batch.ts";
 import {
-  type CalculatorTable,
   calculatorForce,
+  type CalculatorTable,
   calculatorUpdate,
   createCalculatorRun,
   releaseCalculatorRun,

@@ -74,6 +74,8 @@ export interface PrmRecipe {
   lr?: number;
   /** Seed (default 0). */
   seed?: number;
+  /** Sample the policy with the GSM8K calculator, as the PPO rollouts do (default false). */
+  calculator?: boolean;
 }
 
 /**
@@ -109,6 +111,7 @@ export async function ensurePrm(
         n: 1,
         maxNewTokens: 200,
         seed,
+        calculator: r.calculator ?? false,
       });
       examples.push(...labelPolicySamples(picked, samples));
     } finally {

@@ -120,7 +120,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = {
   questionsPerIteration: 8,
   samplesPerQuestion: 4,
   maxNewTokens: 160,
-  calculator: false,
+  calculator: true,
   temperature: 1,
   topK: 0,
   topP: 1,

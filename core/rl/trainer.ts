@@ -219,7 +219,11 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
   const { resumed, dir: ckpt } = await openRun(cfg, readPPOState, ppoResumeMismatch, log);
   const policySource = resumed?.policySource ?? await ensurePolicy(cfg.model, { gpu, log });
   const refSource = resumed?.refSource ?? (cfg.ref || policySource);
-  const prmSource = resumed ? resumed.prmSource : await ensurePrm(cfg.prm, policySource, { gpu, log });
+  const prmSource = resumed ? resumed.prmSource : await ensurePrm(cfg.prm, policySource, {
+    gpu,
+    log,
+    recipe: { calculator: cfg.calculator },
+  });
   const l: Partial<Loaded> = {};
   let metrics: MetricsWriter | null = null;
   try {
