@@ -12,6 +12,7 @@ import {
   calculatorForce,
   calculatorState,
   calculatorStep,
+  calculatorTable,
   calculatorUpdate,
   createCalculatorRun,
   forcedToken,
@@ -19,6 +20,7 @@ import {
 } from "../core/model/calculator.ts";
 import { generate } from "../core/model/generate.ts";
 import { randomModel, releaseModel } from "../core/model/model.ts";
+import { loadTokenizer } from "../core/tokenizer/tokenizer.ts";
 import { miniConfig, tinyTokenizer } from "./util/mini.ts";
 
 const gpu = await Gpu.create();
@@ -179,3 +181,46 @@ Deno.test("generate with the calculator writes annotation values and marks them 
     releaseModel(model);
   }
 });
+
+Deno.test("with the real Qwen tokenizer the calculator reproduces GSM8K's own annotation values", async () => {
+  const qwenDir = new URL("../../shared/tokenizers/qwen", import.meta.url).pathname;
+  const gsm8k = new URL("../../shared/data/gsm8k/test.jsonl", import.meta.url).pathname;
+  for (const p of [qwenDir, gsm8k]) {
+    await Deno.stat(p).catch(() => {
+      throw new Error(`Shared data not found at "${p}" (needed for the Qwen calculator check)`);
+    });
+  }
+  const qwen = await loadTokenizer(qwenDir);
+  const qtable = calculatorTable(qwen, 151936);
+  const rows = (await Deno.readTextFile(gsm8k)).split("\n").filter((l) => l).slice(0, 300).map((l) =>
+    JSON.parse(l) as { answer: string }
+  );
+  let annotations = 0, forced = 0, same = 0;
+  for (const { answer } of rows) {
+    annotations += answer.split("<<").length - 1;
+    const ids = qwen.encode(answer, { addSpecialTokens: false });
+    const s = calculatorState();
+    for (let i = 0; i < ids.length; i++) {
+      const queued: number[] = [];
+      for (const probe = s.slice(); forcedToken(probe) !== null;) {
+        queued.push(forcedToken(probe)!);
+        calculatorStep(qtable, probe, queued.at(-1)!);
+      }
+      if (queued.length > 0 && !midQueue(s)) {
+        forced++;
+        const want = qwen.decode(queued), got = qwen.decode(ids.slice(i, i + queued.length));
+        if (want === got) same++;
+        // GSM8K sometimes writes integer values with decimals (`75.00>>`): the value itself must agree
+        else assert.ok(got.startsWith(want.replace(">>", ".")), `calculator ${want} vs GSM8K ${got}`);
+      }
+      calculatorStep(qtable, s, ids[i]);
+    }
+  }
+  assert.ok(forced >= 0.85 * annotations, `${forced} of ${annotations} annotations computed`);
+  assert.ok(same >= 0.97 * forced, `${same} of ${forced} computed values written as GSM8K writes them`);
+});
+
+/** Whether the state is in the middle of a forced queue (its first token already taken): QPOS > 0. */
+function midQueue(s: Int32Array): boolean {
+  return s[9] > 0;
+}
