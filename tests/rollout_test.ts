@@ -180,6 +180,52 @@ Deno.test("scoreRollouts: rewards, KL and GAE match the TS reference math", asyn
   }
 });
 
+Deno.test("scoreRollouts with RLOO: advantages are the return-to-go minus the siblings' mean return", async () => {
+  const policy = tinyModel(1), ref = tinyModel(2), critic = new Critic(createPrm(tinyModel(3), { std: 0.5 }));
+  try {
+    const prompt = promptIds(tokenizer, QUESTION);
+    const enc = (s: string) => tokenizer.encode(s, { addSpecialTokens: false });
+    const responses = [
+      [...enc(SOLUTION), IM_END],
+      enc("He has 3*4=<<3*4=12>>12 pens.\n#### 12"),
+      enc("#### 7"),
+      enc("He has 7 pens.\n#### 7"),
+    ];
+    const questions = [{ question: QUESTION, finalAnswer: "7" }, { question: QUESTION, finalAnswer: "12" }];
+    const sampled = {
+      prompts: responses.map(() => prompt),
+      responses,
+      genLogp: responses.map((r) => r.map(() => 0)),
+      stopped: responses.map(() => true),
+      questionIndex: [0, 0, 0, 1], // the last sample is alone in its group: baseline 0
+    };
+    const reward = { shaping: { kind: "clip", eta: 0.5 } as const, alpha: 0.5, klCoef: 0.05 };
+    const opts = { reward, whiten: false, advantage: "rloo" as const };
+    const exp = await scoreRollouts(
+      { policy, ref, tokenizer, critic, scorer: new FixedScorer() },
+      questions,
+      sampled,
+      opts,
+    );
+    const T = exp.T, total = (b: number) => tokenRow(exp, "rewards", b).reduce((a, x) => a + x, 0);
+    const base = [(total(1) + total(2)) / 2, (total(0) + total(2)) / 2, (total(0) + total(1)) / 2, 0];
+    for (let b = 0; b < exp.B; b++) {
+      const r = tokenRow(exp, "rewards", b),
+        want = new Float64Array(r.length),
+        ret = new Float64Array(r.length);
+      for (let j = r.length - 1, g = 0; j >= 0; j--) (g += r[j], ret[j] = g, want[j] = g - base[b]);
+      assertClose(tokenRow(exp, "advantages", b), want, { atol: 1e-5, rtol: 1e-5 }, `advantages ${b}`);
+      assertClose(tokenRow(exp, "returns", b), ret, { atol: 1e-5, rtol: 1e-5 }, `returns ${b}`);
+      for (let j = r.length; j < T; j++) assert.equal(exp.advantages[b * T + j], 0);
+    }
+    // The critic's own values are kept for its clipped value loss.
+    assertClose(exp.values, await critic.values(exp.prompts, exp.responses), { atol: 0, rtol: 0 }, "values");
+  } finally {
+    [policy, ref].forEach(releaseModel);
+    critic.release();
+  }
+});
+
 Deno.test("policyLogprobs: packing and chunking do not change a sequence's log-probs (bitwise)", async () => {
   const model = tinyModel(4);
   try {

@@ -11,6 +11,7 @@
  * rewards       shaped_k = shape(r; none/clip/delta/clip_delta/min, η)
  *               reward_j = α Σ_{k: end_k=j} shaped_k + [j = T_b−1]·success − β·k(logp_j, logpRef_j)
  * GAE           A, R = gae(reward, V; γ, λ) on the GPU, A whitened over the batch
+ *               (or RLOO: A = return-to-go − mean return of the question's other samples, rloo.ts)
  * ```
  * Steps are the non-empty lines of the decoded response (the PRM's separator); step k's reward sits on the
  * response token that covers its last non-whitespace character (`stepEndTokens` over the token offsets).
@@ -37,6 +38,7 @@ import { fnv1a32 } from "../data/rng.ts";
 import { type Experience, packRollouts, tokenMatrix } from "./experience.ts";
 import { gaeGpu, whitenGpu } from "./gae_gpu.ts";
 import { klEstimate, type KLEstimator } from "./kl.ts";
+import { rlooBaselines } from "./rloo.ts";
 
 /** A question with its reference final answer. */
 export interface RolloutQuestion {
@@ -111,6 +113,12 @@ export interface RolloutOptions {
   gamma?: number;
   lambda?: number;
   whiten?: boolean;
+  /**
+   * Advantage estimator (default "gae"): GAE against the critic's values, or "rloo": return-to-go minus the
+   * leave-one-out mean return of the question's other samples (rloo.ts; γ, λ = 1; the critic, if any, is
+   * still trained on the returns).
+   */
+  advantage?: "gae" | "rloo";
 }
 
 /** Result of {@linkcode collectRollouts}. */
@@ -472,11 +480,23 @@ export async function scoreRollouts(
     });
     exp.rewards.set(total, o);
   }
-  await advantagesGpu(policy, exp, {
-    gamma: opts.gamma ?? 1,
-    lambda: opts.lambda ?? 0.95,
-    whiten: opts.whiten,
-  });
+  if ((opts.advantage ?? "gae") === "rloo") {
+    // GAE with λ = γ = 1 against V ≡ baseline_b gives Σ_{j≥t} r_j − baseline_b; the critic keeps its values.
+    const totals = Array.from({ length: B }, (_, b) => {
+      let r = 0;
+      for (let j = 0; j < exp.responseLength[b]; j++) r += exp.rewards[b * T + j];
+      return r;
+    });
+    const base = rlooBaselines(totals, exp.questionIndex), baseline = tokenMatrix(B, T);
+    for (let b = 0; b < B; b++) baseline.fill(base[b], b * T, b * T + exp.responseLength[b]);
+    await advantagesGpu(policy, { ...exp, values: baseline }, { gamma: 1, lambda: 1, whiten: opts.whiten });
+  } else {
+    await advantagesGpu(policy, exp, {
+      gamma: opts.gamma ?? 1,
+      lambda: opts.lambda ?? 0.95,
+      whiten: opts.whiten,
+    });
+  }
   return exp;
 }
 

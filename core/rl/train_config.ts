@@ -75,6 +75,8 @@ export interface TrainConfig {
   lambda: number;
   /** Whiten advantages over the batch. */
   whiten: boolean;
+  /** Advantage estimator: "gae" (critic values) or "rloo" (leave-one-out mean of the question's samples). */
+  advantage: "gae" | "rloo";
   /** Success reward for a correct / wrong final answer. */
   successCorrect: number;
   successWrong: number;
@@ -143,6 +145,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = {
   gamma: 1,
   lambda: 0.95,
   whiten: true,
+  advantage: "gae",
   successCorrect: 1,
   successWrong: 0,
   shaping: "clip_delta",
@@ -208,6 +211,7 @@ export const TRAIN_FLAG_DOCS: [keyof TrainConfig, string][] = [
   ["gamma", "GAE discount γ"],
   ["lambda", "GAE λ"],
   ["whiten", "whiten advantages over the batch"],
+  ["advantage", 'advantage estimator: "gae" (critic) or "rloo" (leave-one-out baseline of the K samples)'],
   ["successCorrect", "success reward of a correct final answer"],
   ["successWrong", "success reward of a wrong or missing final answer"],
   ["shaping", "PRM reward shaping: none (raw summed) | clip | delta | clip_delta | min"],
@@ -296,6 +300,7 @@ export function checkTrainConfig(cfg: TrainConfig): void {
   }
   if (!["k1", "k2", "k3"].includes(cfg.klEstimator)) bad("klEstimator", "k1, k2 or k3");
   if (!["reward", "loss"].includes(cfg.klMode)) bad("klMode", '"reward" or "loss"');
+  if (!["gae", "rloo"].includes(cfg.advantage)) bad("advantage", '"gae" or "rloo"');
   if (!["none", "clip", "delta", "clip_delta", "min"].includes(cfg.shaping)) {
     bad("shaping", "none, clip, delta, clip_delta or min");
   }

@@ -390,6 +390,7 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
           gamma: cfg.gamma,
           lambda: cfg.lambda,
           whiten: cfg.whiten,
+          advantage: cfg.advantage,
         },
       );
       const tt = performance.now();
