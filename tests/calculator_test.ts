@@ -22,6 +22,7 @@ import { generate } from "../core/model/generate.ts";
 import { randomModel, releaseModel } from "../core/model/model.ts";
 import { loadTokenizer } from "../core/tokenizer/tokenizer.ts";
 import { miniConfig, tinyTokenizer } from "./util/mini.ts";
+import { sharedPath } from "./util/shared.ts";
 
 const gpu = await Gpu.create();
 const tokenizer = tinyTokenizer();
@@ -183,13 +184,8 @@ Deno.test("generate with the calculator writes annotation values and marks them 
 });
 
 Deno.test("with the real Qwen tokenizer the calculator reproduces GSM8K's own annotation values", async () => {
-  const qwenDir = new URL("../../shared/tokenizers/qwen", import.meta.url).pathname;
-  const gsm8k = new URL("../../shared/data/gsm8k/test.jsonl", import.meta.url).pathname;
-  for (const p of [qwenDir, gsm8k]) {
-    await Deno.stat(p).catch(() => {
-      throw new Error(`Shared data not found at "${p}" (needed for the Qwen calculator check)`);
-    });
-  }
+  const qwenDir = await sharedPath("tokenizers/qwen", "the Qwen calculator check");
+  const gsm8k = await sharedPath("data/gsm8k/test.jsonl", "the Qwen calculator check");
   const qwen = await loadTokenizer(qwenDir);
   const qtable = calculatorTable(qwen, 151936);
   const rows = (await Deno.readTextFile(gsm8k)).split("\n").filter((l) => l).slice(0, 300).map((l) =>

@@ -28,6 +28,7 @@ import { applyChatTemplate } from "../core/tokenizer/chat_template.ts";
 import { assertClose } from "./util/close.ts";
 import { createGrads } from "../core/model/qwen2_backward.ts";
 import { miniConfig } from "./util/mini.ts";
+import { sharedPath } from "./util/shared.ts";
 
 const gpu = await Gpu.create();
 const dir = await Deno.makeTempDir({ prefix: "prm_test_" });
@@ -79,13 +80,8 @@ Deno.test("buildRmInput: chat prompt + steps joined by \\n + \\n, end tokens cov
 });
 
 Deno.test("buildRmInput with the real Qwen tokenizer on GSM8K: end tokens and prefix consistency hold", async () => {
-  const qwenDir = new URL("../../shared/tokenizers/qwen", import.meta.url).pathname;
-  const gsm8k = new URL("../../shared/data/gsm8k/test.jsonl", import.meta.url).pathname;
-  for (const p of [qwenDir, gsm8k]) {
-    await Deno.stat(p).catch(() => {
-      throw new Error(`Shared data not found at "${p}" (needed for the Qwen tokenizer check)`);
-    });
-  }
+  const qwenDir = await sharedPath("tokenizers/qwen", "the Qwen tokenizer check");
+  const gsm8k = await sharedPath("data/gsm8k/test.jsonl", "the Qwen tokenizer check");
   const qwen = await loadTokenizer(qwenDir);
   const rows = (await Deno.readTextFile(gsm8k)).split("\n").slice(0, 30).filter((l) => l).map((l) =>
     JSON.parse(l)
