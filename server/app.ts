@@ -6,7 +6,8 @@
  * - `POST /v1/score`: one item `{question, solution | steps, gold_answer?, shaping?}` → `{steps, step_scores,
  *   orm_score, success, shaped_rewards}`, or `{items: [...]}` → `{results: [...]}`;
  * - `POST /v1/generate`: `{question | messages, max_new_tokens?, temperature?, top_k?, top_p?, seed?, n?,
- *   calculator?}` → `{samples: [{text, tokens, stopped}]}`, or `{items: [...]}` → `{results: [...]}` (501 without a policy);
+ *   calculator?}` → `{samples: [{text, tokens, stopped}]}`, or `{items: [...]}` → `{results: [...]}` (501
+ *   without a policy);
  * - `GET /v1/models`, `GET /healthz` (never needs the token), `GET /metrics` (Prometheus text).
  *
  * Errors are `{"error": {"code", "message", "field"?}}`: 400 bad JSON or UTF-8, 401 missing or wrong bearer

@@ -103,8 +103,7 @@ export class PolicyGenerator implements Generator {
 
   /**
    * Generates `n` samples per item. Items are grouped by (max_new_tokens, temperature, top_k, top_p, seed,
-   * calculator); each
-   * group decodes in one batched call. A prompt too long for the context throws a 422 {@linkcode HttpError}.
+   * calculator); each group decodes in one batched call. A prompt too long for the context throws a 422 {@linkcode HttpError}.
    */
   async generate(items: readonly GenerateItem[]): Promise<GenerateOutput[]> {
     const ctx = this.model.config.maxPositionEmbeddings;

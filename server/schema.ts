@@ -151,6 +151,13 @@ class Fields {
     return checkText(v, this.at(key), this.limits);
   }
 
+  /** A boolean (`undefined` when absent). */
+  boolean(key: string): boolean | undefined {
+    const v = this.obj[key];
+    if (v !== undefined && typeof v !== "boolean") fail(this.at(key), "a boolean", v);
+    return v;
+  }
+
   number(key: string, check: (n: number) => boolean, expected: string): number | undefined {
     const v = this.obj[key];
     if (v === undefined) return undefined;
@@ -276,8 +283,7 @@ function parseScoreItem(v: unknown, path: string, limits: Limits): ScoreItem {
         },
       );
     }
-    const fsz = s.obj.final_step_zero;
-    if (fsz !== undefined && typeof fsz !== "boolean") fail(s.at("final_step_zero"), "a boolean", fsz);
+    const fsz = s.boolean("final_step_zero");
     item.shaping = {
       kind,
       ...(eta !== undefined && { eta }),
@@ -307,11 +313,8 @@ function parseGenerateItem(v: unknown, path: string, limits: Limits): GenerateIt
     "calculator",
   ]);
   const item: GenerateItem = {};
-  const calc = f.obj.calculator;
-  if (calc !== undefined) {
-    if (typeof calc !== "boolean") fail(f.at("calculator"), "a boolean", calc);
-    item.calculator = calc;
-  }
+  const calc = f.boolean("calculator");
+  if (calc !== undefined) item.calculator = calc;
   if ((f.obj.question === undefined) === (f.obj.messages === undefined)) {
     throw new HttpError(
       422,

@@ -32,6 +32,9 @@ const QLEN: u32 = 8u; // queued forced tokens
 const QPOS: u32 = 9u; // next queued token
 const QUEUE: u32 = 10u; // queued token ids (QMAX)
 const QMAX: u32 = 16u;
+const MINUS_ID: u32 = 10u; // table word: token id of '-'
+const N_CLOSE: u32 = 11u; // table word: number of closing ids
+const CLOSE_IDS: u32 = 12u; // table words: the closing ids
 const OFFSETS: u32 = 16u; // first offset word of the table
 const LIMIT: f32 = 2e9;
 
@@ -107,7 +110,7 @@ fn queue_value(value: i32) {
   state[s0 + QPOS] = 0;
   var v = value;
   if (v < 0) {
-    push(table[10]);
+    push(table[MINUS_ID]);
     v = -v;
   }
   var digits: array<i32, 10>;
@@ -123,8 +126,8 @@ fn queue_value(value: i32) {
   for (var i = n; i > 0u; i -= 1u) {
     push(table[digits[i - 1u]]);
   }
-  for (var j = 0; j < table[11]; j += 1) {
-    push(table[12 + j]);
+  for (var j = 0u; j < u32(table[N_CLOSE]); j += 1u) {
+    push(table[CLOSE_IDS + j]);
   }
 }
 

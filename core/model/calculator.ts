@@ -30,8 +30,12 @@ import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 /** State words per row (layout in shaders/calculator.wgsl). */
 export const CALC_STATE_WORDS = 32;
 const PHASE = 0, PREV_LT = 1, SUM = 2, TERM = 3, TERM_OP = 4, SIGN = 5, NUM = 6, NDIG = 7;
-const QLEN = 8, QPOS = 9, QUEUE = 10, OFFSETS = 16;
+const QLEN = 8, QPOS = 9, QUEUE = 10;
+// table words: digit ids at 0–9, then these (layout in shaders/calculator.wgsl)
+const MINUS_ID = 10, N_CLOSE = 11, CLOSE_IDS = 12, OFFSETS = 16;
 const LIMIT = 2e9;
+/** Invocations per workgroup of both entry points (one row each). */
+const WG = 64;
 
 const PARAMS = [
   ["rows", "u32"],
@@ -46,6 +50,7 @@ const FORCE: KernelSpec = {
   name: "calculator.force",
   code: src,
   entry: "force",
+  constants: { WG },
   params: PARAMS,
   bindings: BINDINGS_FORCE,
 };
@@ -53,6 +58,7 @@ const UPDATE: KernelSpec = {
   name: "calculator.update",
   code: src,
   entry: "update",
+  constants: { WG },
   params: PARAMS,
   bindings: BINDINGS_UPDATE,
 };
@@ -98,9 +104,9 @@ export function calculatorTable(tokenizer: Tokenizer, vocab: number): Calculator
   }
   const words = new Int32Array(OFFSETS + vocab + 1 + total);
   for (let d = 0; d < 10; d++) words[d] = single(String(d));
-  words[10] = single("-");
-  words[11] = close.length;
-  close.forEach((id, i) => (words[12 + i] = id));
+  words[MINUS_ID] = single("-");
+  words[N_CLOSE] = close.length;
+  close.forEach((id, i) => (words[CLOSE_IDS + i] = id));
   let at = OFFSETS + vocab + 1;
   for (let id = 0; id < vocab; id++) {
     words[OFFSETS + id] = at;
@@ -198,9 +204,9 @@ export function calculatorStep(table: CalculatorTable, state: Int32Array, token:
     s[QLEN] = s[QPOS] = 0;
     const push = (id: number) => (s[QUEUE + s[QLEN]] = id, s[QLEN]++);
     let v = s[SUM];
-    if (v < 0) (push(w[10]), v = -v);
+    if (v < 0) (push(w[MINUS_ID]), v = -v);
     for (const d of String(v)) push(w[d.charCodeAt(0) - 48]);
-    for (let j = 0; j < w[11]; j++) push(w[12 + j]);
+    for (let j = 0; j < w[N_CLOSE]; j++) push(w[CLOSE_IDS + j]);
     abort();
   }
   return forced;
@@ -256,7 +262,7 @@ export function calculatorForce(batch: Batch, run: CalculatorRun, logits: Tensor
     batch.dispatch(
       FORCE,
       { state: run.state, done, logits: logits.view(start * V, count * V) },
-      grid1d(Math.ceil(count / 64), gpu.limits.maxWorkgroupsPerDimension),
+      grid1d(Math.ceil(count / WG), gpu.limits.maxWorkgroupsPerDimension),
       { rows: count, row0: start, vocab: V, max_new: 0, step: 0 },
     );
   }
@@ -276,7 +282,7 @@ export function calculatorUpdate(
   batch.dispatch(
     UPDATE,
     { table: run.table, state: run.state, tokens, done, forced: run.forced },
-    grid1d(Math.ceil(B / 64), batch.gpu.limits.maxWorkgroupsPerDimension),
+    grid1d(Math.ceil(B / WG), batch.gpu.limits.maxWorkgroupsPerDimension),
     { rows: B, row0: 0, vocab, max_new: maxNew, step },
   );
 }

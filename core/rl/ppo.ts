@@ -216,8 +216,9 @@ export async function ppoUpdate(
         const part = selectExperience(mb, byLength.slice(b0, b0 + micro));
         let m = 0;
         for (const x of part.policyMask) m += x;
-        const s = await policyLossAndGrads(actor, part, { ...opts, weight: n > 0 ? m / n : 0 });
-        for (const k of Object.keys(acc) as (keyof typeof acc)[]) acc[k] += (s[k] * m) / n;
+        const weight = n > 0 ? m / n : 0; // share of the minibatch's policy tokens (none: all calculator-written)
+        const s = await policyLossAndGrads(actor, part, { ...opts, weight });
+        for (const k of Object.keys(acc) as (keyof typeof acc)[]) acc[k] += s[k] * weight;
       }
       if (opts.targetKL !== undefined && acc.approxKL > 1.5 * opts.targetKL) {
         const batch = new Batch(actor.model.gpu, "ppo.early_stop");

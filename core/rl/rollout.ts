@@ -481,7 +481,8 @@ export async function scoreRollouts(
     exp.rewards.set(total, o);
   }
   if ((opts.advantage ?? "gae") === "rloo") {
-    // GAE with λ = γ = 1 against V ≡ baseline_b gives Σ_{j≥t} r_j − baseline_b; the critic keeps its values.
+    // GAE with λ = γ = 1 against V ≡ baseline_b gives Σ_{j≥t} r_j − baseline_b. The copy swaps only the
+    // values (the critic's stay in exp for its clipped loss) and shares exp's advantage and return arrays.
     const totals = Array.from({ length: B }, (_, b) => {
       let r = 0;
       for (let j = 0; j < exp.responseLength[b]; j++) r += exp.rewards[b * T + j];

@@ -364,18 +364,14 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
     });
     const evaluate = async () => {
       if (data.evalSet.length === 0 || !tok.tokenizer) return;
-      const r = await evaluateAccuracy(model, data.evalSet, {
+      const opts = {
         tokenizer: tok.tokenizer,
         batchSize: cfg.evalBatchSize,
         maxNewTokens: cfg.evalMaxNewTokens,
-      });
+      };
+      const r = await evaluateAccuracy(model, data.evalSet, opts);
       const calc = cfg.evalCalculator
-        ? await evaluateAccuracy(model, data.evalSet, {
-          tokenizer: tok.tokenizer,
-          batchSize: cfg.evalBatchSize,
-          maxNewTokens: cfg.evalMaxNewTokens,
-          calculator: true,
-        })
+        ? await evaluateAccuracy(model, data.evalSet, { ...opts, calculator: true })
         : undefined;
       state.lastEval = r;
       metrics!.write({
@@ -392,13 +388,13 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
         elapsed_s: elapsed(),
       });
       hooks.onEval?.(state.step, r);
+      const withCalc = calc
+        ? `, with the calculator ${(100 * calc.accuracy).toFixed(1)}% (${calc.correct}/${calc.total})`
+        : "";
       log(
         `${bar.enabled ? "\n" : ""}eval at step ${state.step}: accuracy ${(100 * r.accuracy).toFixed(1)}% ` +
-          `(${r.correct}/${r.total})${
-            calc
-              ? `, with the calculator ${(100 * calc.accuracy).toFixed(1)}% (${calc.correct}/${calc.total})`
-              : ""
-          }, mean response ${r.meanResponseTokens.toFixed(1)} tokens, ${r.seconds.toFixed(1)} s`,
+          `(${r.correct}/${r.total})${withCalc}, mean response ${r.meanResponseTokens.toFixed(1)} tokens, ` +
+          `${r.seconds.toFixed(1)} s`,
       );
     };
     const sched = {
