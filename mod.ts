@@ -207,6 +207,7 @@ export {
   calculatorStep,
   type CalculatorTable,
   calculatorTable,
+  calculatorWritten,
   forcedToken,
 } from "./core/model/calculator.ts";
 export { createKVCache, type KVCache, releaseKVCache } from "./core/model/kv_cache.ts";

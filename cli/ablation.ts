@@ -11,13 +11,17 @@
  * | clip_delta   | success + α·Delta(min(r − η, 0))                 |
  *
  * and a table of held-out accuracy, mean steps per solution and repeated-step rate (held-out and in the
- * rollouts, first → last iteration): reward hacking shows as steps or repetitions rising.
+ * rollouts, first → last iteration): reward hacking shows as steps or repetitions rising. Before the runs, the
+ * repeat probe (core/rl/repeat_probe.ts) measures the incentive itself with the PRM: the return each shaping
+ * gives held-out reference solutions whose first step is repeated r more times.
  *
  * @module
  */
 import { getGpu } from "../core/gpu/device.ts";
 import { loadModel, releaseModel } from "../core/model/model.ts";
 import { evaluatePolicy } from "../core/rl/eval.ts";
+import { repeatProbe, type RepeatProbeRow } from "../core/rl/repeat_probe.ts";
+import { RewardScorer } from "../core/rm/scorer.ts";
 import type { ShapingKind } from "../core/rewards/shaping.ts";
 import type { EvalSummary } from "../core/rl/ppo_checkpoint.ts";
 import { ensurePolicy, ensurePrm, loadProblems } from "../core/rl/setup.ts";
@@ -106,13 +110,29 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
   ], rows);
 }
 
+/** The repeat-probe table: one row per repeat count, the mean return per shaping. */
+export function repeatProbeTable(rows: readonly RepeatProbeRow[], alpha: number): string {
+  const kinds = Object.keys(rows[0]?.returns ?? {});
+  const name = (k: string) => (k === "none" ? "raw" : k);
+  return textTable(
+    `Repeat probe: mean return (success + ${alpha}·shaped PRM) of correct held-out solutions whose first step is ` +
+      "repeated r more times",
+    ["r", "PRM score of the copies", ...kinds.map(name)],
+    rows.map((
+      r,
+    ) => [String(r.repeats), r.copyScore.toFixed(3), ...kinds.map((k) => r.returns[k].toFixed(3))]),
+  );
+}
+
 const HELP = `Usage: deno run -A cli/main.ts ablation [--settings LIST] [--seeds LIST] [train options]
 
 Reward-design ablation: PPO runs with the same seeds, data and budget that differ only in the PRM reward —
 success (success only), raw (raw summed PRM scores), clip, delta, clip_delta (Gao et al. 2024) — then a table of
-held-out accuracy, steps per solution and repeated-step rate. Every train option (see \`train --help\`) sets the
-shared budget; --out is the root directory (default runs/ablation), each run writes <out>/<setting>-s<seed>/ and
-an interrupted ablation continues where it stopped. Writes <out>/ablation.json and <out>/ablation.md.
+held-out accuracy, steps per solution and repeated-step rate. First, a repeat probe measures the incentive with
+the PRM: the return each shaping gives held-out reference solutions whose first step is repeated 0–4 more times.
+Every train option (see \`train --help\`) sets the shared budget; --out is the root directory (default
+runs/ablation), each run writes <out>/<setting>-s<seed>/ and an interrupted ablation continues where it stopped.
+Writes <out>/ablation.json and <out>/ablation.md.
 
 Options:
   --settings  comma-separated settings (default success,raw,clip,delta,clip_delta)
@@ -185,6 +205,21 @@ export const ablationCommand: Command = {
           releaseModel(policy);
         }
       }
+      let probe: RepeatProbeRow[] | null = null;
+      const probeSet = (problems.eval.length ? problems.eval : problems.train).slice(0, 100);
+      if (prmDir) {
+        const scorer = await RewardScorer.load({ prm: prmDir, gpu });
+        try {
+          probe = await repeatProbe(scorer, probeSet, {
+            shaping: { eta: config.eta, finalStepZero: config.finalStepZero },
+            alpha: config.alpha,
+            success: config.successCorrect,
+          });
+        } finally {
+          scorer.release();
+        }
+        console.log(repeatProbeTable(probe, config.alpha));
+      }
       const runs: AblationRun[] = [];
       for (const seed of seeds) {
         for (const setting of settings) {
@@ -215,8 +250,16 @@ export const ablationCommand: Command = {
         }
       }
       const table = ablationTable(runs, initial);
-      await writeJsonAtomic(joinPath(root, "ablation.json"), { config, seeds, settings, initial, runs });
-      await writeFileAtomic(joinPath(root, "ablation.md"), table + "\n");
+      await writeJsonAtomic(joinPath(root, "ablation.json"), {
+        config,
+        seeds,
+        settings,
+        initial,
+        probe,
+        runs,
+      });
+      const probeMd = probe ? repeatProbeTable(probe, config.alpha) + "\n\n" : "";
+      await writeFileAtomic(joinPath(root, "ablation.md"), probeMd + table + "\n");
       console.log(table);
       return 0;
     } catch (e) {

@@ -46,6 +46,7 @@ const FLAGS: [keyof SftConfig, string][] = [
   ["evalBatchSize", "problems decoded together during evaluation"],
   ["evalMaxNewTokens", "longest evaluation response (tokens)"],
   ["evalCalculator", "also evaluate with the GSM8K calculator (exact values inside <<expr=…>>)"],
+  ["maskCalculator", "the values the GSM8K calculator writes (inside <<expr=value>>) are not targets"],
   ["saveEvery", "checkpoint every N steps (0: only at the end)"],
   ["saveTotalLimit", "keep the newest N checkpoints (0: all)"],
   ["resume", "continue from the newest complete checkpoint in --out"],
@@ -54,7 +55,13 @@ const FLAGS: [keyof SftConfig, string][] = [
   ["quiet", "no progress bar or log lines"],
 ];
 
-const BOOLEAN = new Set<keyof SftConfig>(["evalCalculator", "resume", "overwrite", "quiet"]);
+const BOOLEAN = new Set<keyof SftConfig>([
+  "evalCalculator",
+  "maskCalculator",
+  "resume",
+  "overwrite",
+  "quiet",
+]);
 const STRING = new Set<keyof SftConfig>([
   "model",
   "data",

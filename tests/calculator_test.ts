@@ -14,6 +14,7 @@ import {
   calculatorStep,
   calculatorTable,
   calculatorUpdate,
+  calculatorWritten,
   createCalculatorRun,
   forcedToken,
   releaseCalculatorRun,
@@ -85,6 +86,19 @@ function streams(choices: number[][]): { tokens: number[][]; forced: boolean[][]
   }
   return { tokens, forced, states };
 }
+
+Deno.test("calculatorWritten marks exactly the values and closings the calculator would write", () => {
+  const text = "It costs 4*12=<<4*12=48>>48 and 48-50=<<48-50=-2>>-2, not <<3*3=10>>10.\n#### 48";
+  const ids = enc(text), written = calculatorWritten(table, ids);
+  const marked = ids.map((id, t) => (written[t] ? `[${tokenizer.decode([id])}]` : tokenizer.decode([id])))
+    .join("");
+  // a wrong value in the text is not the calculator's (its first digit differs); what follows it no longer is
+  assert.equal(
+    marked,
+    "It costs 4*12=<<4*12=[4][8][>>]48 and 48-50=<<48-50=[-][2][>>]-2, not <<3*3=10>>10.\n#### 48",
+  );
+  assert.deepEqual(calculatorWritten(table, enc("no annotations here: 4*12=48")).filter(Boolean), []);
+});
 
 Deno.test("calculator update kernel equals the reference over random token streams", async () => {
   await fc.assert(

@@ -10,7 +10,8 @@ import { loadTokenizer } from "../core/tokenizer/tokenizer.ts";
 import { evaluateAccuracy } from "../core/train/evaluate.ts";
 import { readMetrics } from "../core/train/metrics.ts";
 import { runSft } from "../core/train/sft.ts";
-import { builtinProblems } from "../core/train/sft_data.ts";
+import { builtinProblems, mathSftData } from "../core/train/sft_data.ts";
+import { calculatorFor, calculatorWritten } from "../core/model/calculator.ts";
 import { ensureTinyModel } from "../core/train/tiny.ts";
 import { FIXTURES_DIR, openFixture } from "./util/fixtures.ts";
 
@@ -208,6 +209,33 @@ Deno.test("AdamW on the built-in task lowers the loss of a random tiny model wit
     assert.equal(evals[0].total, 4);
     assert.equal(evals[0].step, 24);
     assert.ok(await exists(`${dir}/out/final/tokenizer.json`), "the final model carries its tokenizer");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("--mask-calculator leaves exactly the calculator-written tokens out of the targets", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "sft_mask_test_" });
+  try {
+    const { dir: init } = await ensureTinyModel(`${dir}/init`, { gpu, seed: 1 });
+    // One step over all six examples: the step's target count is the data's.
+    const base = { model: init, steps: 1, batchSize: 6, trainProblems: 6, evalProblems: 0, saveEvery: 0 };
+    const targets: number[] = [];
+    for (const maskCalculator of [false, true]) {
+      await runSft({ ...base, out: `${dir}/${maskCalculator}`, maskCalculator, quiet: true }, {
+        gpu,
+        onStep: (rec) => targets.push(rec.target_tokens as number),
+      });
+    }
+    const tokenizer = await loadTokenizer(init);
+    const data = mathSftData(builtinProblems(6, { seed: 0, split: "train" }), "builtin", { tokenizer });
+    const table = calculatorFor(tokenizer, 512);
+    const written = data.examples.reduce(
+      (n, ex) => n + calculatorWritten(table, ex.ids).filter(Boolean).length,
+      0,
+    );
+    assert.ok(written >= 6 * 2 * 2, `every solution has annotations (${written} calculator tokens)`);
+    assert.equal(targets[0] - targets[1], written);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -187,6 +187,17 @@ Deno.test("train: metrics, plot, checkpoints, and a resumed run ends with the sa
   assert.match(again.stderr, /already has checkpoints/);
 });
 
+Deno.test("train --advantage rloo runs without a critic (its baseline is the question's other samples)", async () => {
+  const r = await cli(["train", ...TINY, "--advantage", "rloo", "--iterations", "1", "--out", `${dir}/rloo`]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /critic none/);
+  const it = (await readMetrics(`${dir}/rloo/metrics.jsonl`)).find((m) => m.type === "iteration")!;
+  assert.equal(it.value_loss, 0);
+  assert.equal(it.critic_grad_norm, 0);
+  await Deno.stat(`${dir}/rloo/final/policy/model.safetensors`);
+  await assert.rejects(() => Deno.stat(`${dir}/rloo/final/critic`), Deno.errors.NotFound);
+});
+
 Deno.test("eval: greedy, pass@k and maj@k with one JSONL record per problem", async () => {
   const r = await cli([
     ...["eval", "--model", models.policy, "--problems", "4", "--samples", "3", "--k", "2"],

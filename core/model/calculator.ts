@@ -212,6 +212,20 @@ export function calculatorStep(table: CalculatorTable, state: Int32Array, token:
   return forced;
 }
 
+/**
+ * Which tokens of a token stream (prompt and response, as decoded) the calculator would write: token t is
+ * calculator-written when it equals the token the reference state machine has queued before it. Such tokens are
+ * tool output rather than model output, e.g. not SFT targets (`sft --calculator-targets off`).
+ */
+export function calculatorWritten(table: CalculatorTable, ids: readonly number[]): boolean[] {
+  const state = calculatorState();
+  return ids.map((id) => {
+    const written = forcedToken(state) === id;
+    calculatorStep(table, state, id);
+    return written;
+  });
+}
+
 /** The calculator's GPU state for one generate call: B rows, maxNew steps. */
 export interface CalculatorRun {
   table: Tensor;

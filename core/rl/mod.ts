@@ -120,3 +120,5 @@ export * from "./gae.ts";
 export * from "./ppo_loss.ts";
 export * from "./gae_gpu.ts";
 export * from "./ppo_loss_gpu.ts";
+export { rlooBaselines } from "./rloo.ts";
+export { repeatProbe, type RepeatProbeOptions, type RepeatProbeRow } from "./repeat_probe.ts";

@@ -354,8 +354,9 @@ export async function collectRollouts(
     questionIndex: qIndex,
   }, opts);
   let logpGenMaxDiff = 0;
-  for (let i = 0; i < experience.actionMask.length; i++) {
-    if (experience.actionMask[i]) {
+  // Over the policy's own tokens: the sampler gives a calculator-forced token probability 1, training mode does not.
+  for (let i = 0; i < experience.policyMask.length; i++) {
+    if (experience.policyMask[i]) {
       logpGenMaxDiff = Math.max(logpGenMaxDiff, Math.abs(experience.logp[i] - experience.logpGen[i]));
     }
   }

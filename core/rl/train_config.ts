@@ -172,7 +172,7 @@ export const TRAIN_FLAG_DOCS: [keyof TrainConfig, string][] = [
   ],
   ["ref", 'frozen reference policy; "" = a separate copy of --model'],
   ["prm", 'PRM directory or hub id; "auto" = runs/prm-tiny/final (trained if absent); "none"'],
-  ["critic", 'critic trunk: "policy", "prm" or "none" (values 0)'],
+  ["critic", 'critic trunk: "policy", "prm" or "none" (values 0); none with --advantage rloo'],
   [
     "data",
     '"builtin" (arithmetic train split), a GSM8K JSONL/Parquet file or directory, or a hub dataset id',

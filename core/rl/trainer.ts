@@ -232,7 +232,9 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
     l.ref = await loadModel(refSource, { gpu });
     const tokenizer = await loadTokenizer(l.policy.dir!);
     if (prmSource) l.scorer = new RewardScorer({ prm: await loadRewardModel(prmSource, "prm", { gpu }) });
-    if (cfg.critic !== "none") {
+    // RLOO's baseline is the question's other samples: a critic would cost a trunk's forward and backward per
+    // iteration and change nothing.
+    if (cfg.critic !== "none" && cfg.advantage !== "rloo") {
       const from = ckpt ? joinPath(ckpt, "critic") : cfg.critic === "prm" ? prmSource! : policySource;
       l.critic = await Critic.load(from, {
         gpu,
@@ -296,7 +298,8 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
     const elapsed0 = state.elapsedS, elapsed = () => elapsed0 + (performance.now() - t0) / 1000;
     log(
       `${ckpt ? `Resuming from "${ckpt}" at iteration ${state.iteration}` : `PPO on "${policySource}"`}: ` +
-        `reference "${refSource}", PRM ${prmSource ? `"${prmSource}"` : "none"}, critic ${cfg.critic}, ` +
+        `reference "${refSource}", PRM ${prmSource ? `"${prmSource}"` : "none"}, ` +
+        `critic ${critic ? cfg.critic : "none"}, ` +
         `${problems.trainSource}, ${cfg.iterations} iterations of ${cfg.questionsPerIteration}×` +
         `${cfg.samplesPerQuestion} rollouts, reward success + ${cfg.alpha}·${cfg.shaping}(PRM), ` +
         `${problems.eval.length} held-out problems`,

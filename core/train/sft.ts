@@ -25,6 +25,7 @@
  */
 import { Batch } from "../gpu/batch.ts";
 import { getGpu, type Gpu } from "../gpu/device.ts";
+import { calculatorFor, calculatorWritten } from "../model/calculator.ts";
 import { TOKENIZER_FILES } from "../model/checkpoint.ts";
 import { loadModel, releaseModel, saveModel } from "../model/model.ts";
 import { createGrads } from "../model/qwen2_backward.ts";
@@ -100,6 +101,11 @@ export interface SftConfig {
   evalMaxNewTokens: number;
   /** Also evaluate with the GSM8K calculator (exact values inside `<<expr=…>>`), logged as `accuracy_calculator`. */
   evalCalculator: boolean;
+  /**
+   * Tokens the GSM8K calculator writes (the values inside `<<expr=value>>`, see core/model/calculator.ts) are not
+   * targets: the model learns the operands and operators, the calculator supplies the values at decoding.
+   */
+  maskCalculator: boolean;
   /** Save a checkpoint every this many steps (0: only at the end). */
   saveEvery: number;
   /** Keep the newest this many checkpoints (0: all). */
@@ -146,6 +152,7 @@ export const SFT_DEFAULTS: Readonly<SftConfig> = {
   evalBatchSize: 100,
   evalMaxNewTokens: 200,
   evalCalculator: false,
+  maskCalculator: false,
   saveEvery: 100,
   saveTotalLimit: 2,
   resume: false,
@@ -337,6 +344,18 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
         );
       }
       data.evalSet = fits;
+    }
+    if (cfg.maskCalculator) {
+      if (!tok.tokenizer) {
+        throw new Error(
+          `Cannot mask calculator tokens (maskCalculator): no tokenizer for the model (${tok.error})`,
+        );
+      }
+      const table = calculatorFor(tok.tokenizer, model.config.vocabSize);
+      data.train.examples = data.train.examples.map((ex) => {
+        const written = calculatorWritten(table, ex.ids);
+        return { ...ex, completionMask: ex.completionMask.map((m, t) => (written[t] ? 0 : m)) };
+      });
     }
     const n = data.train.examples.length;
     const totalSteps = planSteps(cfg, n);
