@@ -4,6 +4,7 @@
  *
  * | setting      | reward                                           |
  * |--------------|--------------------------------------------------|
+ * | frozen       | no update (lr 0): the starting policy's rollouts |
  * | success      | success only (α = 0)                             |
  * | raw          | success + α·Σ_k r_k  (raw summed PRM scores)     |
  * | clip         | success + α·Σ_k min(r_k − η, 0)                  |
@@ -11,7 +12,10 @@
  * | clip_delta   | success + α·Delta(min(r − η, 0))                 |
  *
  * and a table of held-out accuracy, mean steps per solution and repeated-step rate (held-out and in the
- * rollouts, first → last iteration): reward hacking shows as steps or repetitions rising. Before the runs, the
+ * rollouts, first → last iteration): reward hacking shows as steps or repetitions rising. Every run samples the
+ * same questions with the same seeds, so each setting's rollouts are also compared iteration by iteration with the
+ * frozen run's (Δ columns: mean over iterations 2.. of setting − frozen, same seed), which cancels the
+ * question-to-question variation that dominates a single run's curve. Before the runs, the
  * repeat probe (core/rl/repeat_probe.ts) measures the incentive itself with the PRM: the return each shaping
  * gives held-out reference solutions whose first step is repeated r more times.
  *
@@ -37,12 +41,16 @@ import { parseTrainArgs } from "./train.ts";
 
 /** The settings of the ablation: reward overrides of the shared config. */
 export const ABLATION_SETTINGS: Record<string, (c: TrainConfig) => Partial<TrainConfig>> = {
+  frozen: () => ({ lr: 0, critic: "none" }),
   success: () => ({ alpha: 0, prm: "none", critic: "policy" }),
   raw: () => ({ shaping: "none" as ShapingKind }),
   clip: () => ({ shaping: "clip" as ShapingKind }),
   delta: () => ({ shaping: "delta" as ShapingKind }),
   clip_delta: () => ({ shaping: "clip_delta" as ShapingKind }),
 };
+
+/** Rollout metrics compared with the frozen run, per iteration. */
+const PAIRED = [["accuracy", "Δ rollout acc"], ["steps_per_solution", "Δ rollout steps/sol"]] as const;
 
 /** One finished run of the ablation. */
 export interface AblationRun {
@@ -53,6 +61,18 @@ export interface AblationRun {
   /** First and last iteration records. */
   first: MetricsRecord | null;
   last: MetricsRecord | null;
+  /** Per iteration (1-based index − 1): the rollout metrics compared with the frozen run. */
+  rollout: Record<string, (number | null)[]>;
+}
+
+/** Mean over iterations 2.. of `run`'s rollout metric minus the frozen run's (NaN without one). */
+function pairedDelta(run: AblationRun, frozen: AblationRun | undefined, key: string): number {
+  const a = run.rollout[key] ?? [], b = frozen?.rollout[key] ?? [];
+  const d: number[] = [];
+  for (let i = 1; i < Math.min(a.length, b.length); i++) {
+    if (typeof a[i] === "number" && typeof b[i] === "number") d.push(a[i]! - b[i]!);
+  }
+  return d.length ? d.reduce((x, y) => x + y, 0) / d.length : NaN;
 }
 
 const meanSd = (xs: number[]) => {
@@ -79,8 +99,10 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
       fmt([initial.repeatedStepRate]),
       "—",
       "—",
+      ...PAIRED.map(() => "—"),
     ]);
   }
+  const signed = (x: string) => (x.startsWith("-") || x === "—" ? x : `+${x}`);
   for (const s of Object.keys(ABLATION_SETTINGS)) {
     const rs = runs.filter((r) => r.setting === s && r.final);
     if (rs.length === 0) continue;
@@ -97,6 +119,12 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
       `${fmt(f((r) => num(r.first, "repeated_step_rate")))} → ${
         fmt(f((r) => num(r.last, "repeated_step_rate")))
       }`,
+      ...PAIRED.map(([key]) =>
+        s === "frozen" ? "0" : signed(fmt(
+          f((r) => pairedDelta(r, runs.find((x) => x.setting === "frozen" && x.seed === r.seed), key)),
+          key === "accuracy",
+        ))
+      ),
     ]);
   }
   return textTable("Reward ablation (held-out: final policy; rollouts: first → last iteration)", [
@@ -107,6 +135,7 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
     "repeat rate",
     "rollout steps/sol",
     "rollout repeat rate",
+    ...PAIRED.map(([, name]) => `${name} vs frozen`),
   ], rows);
 }
 
@@ -127,15 +156,17 @@ export function repeatProbeTable(rows: readonly RepeatProbeRow[], alpha: number)
 const HELP = `Usage: deno run -A cli/main.ts ablation [--settings LIST] [--seeds LIST] [train options]
 
 Reward-design ablation: PPO runs with the same seeds, data and budget that differ only in the PRM reward —
-success (success only), raw (raw summed PRM scores), clip, delta, clip_delta (Gao et al. 2024) — then a table of
-held-out accuracy, steps per solution and repeated-step rate. First, a repeat probe measures the incentive with
+success (success only), raw (raw summed PRM scores), clip, delta, clip_delta (Gao et al. 2024), and frozen (no
+update: the starting policy's rollouts on the same questions and seeds) — then a table of held-out accuracy, steps
+per solution and repeated-step rate, with each setting's rollout accuracy and steps per solution minus the frozen
+run's, iteration by iteration (the paired difference cancels the variation between questions). First, a repeat probe measures the incentive with
 the PRM: the return each shaping gives held-out reference solutions whose first step is repeated 0–4 more times.
 Every train option (see \`train --help\`) sets the shared budget; --out is the root directory (default
 runs/ablation), each run writes <out>/<setting>-s<seed>/ and an interrupted ablation continues where it stopped.
 Writes <out>/ablation.json and <out>/ablation.md.
 
 Options:
-  --settings  comma-separated settings (default success,raw,clip,delta,clip_delta)
+  --settings  comma-separated settings (default frozen,success,raw,clip,delta,clip_delta)
   --seeds     comma-separated seeds (default 0)
   -h, --help`;
 
@@ -245,6 +276,11 @@ export const ablationCommand: Command = {
             final: r.finalEval,
             first: its[0] ?? null,
             last: its.at(-1) ?? null,
+            rollout: Object.fromEntries(
+              PAIRED.map((
+                [key],
+              ) => [key, its.map((x) => (typeof x[key] === "number" ? x[key] as number : null))]),
+            ),
           });
           if (r.interrupted) return 130;
         }

@@ -198,6 +198,27 @@ Deno.test("train --advantage rloo runs without a critic (its baseline is the que
   await assert.rejects(() => Deno.stat(`${dir}/rloo/final/critic`), Deno.errors.NotFound);
 });
 
+Deno.test("ablation: repeat probe, one run per setting, frozen keeps the policy, paired rollout deltas", async () => {
+  const out = `${dir}/ablation`;
+  const r = await cli(["ablation", ...TINY, "--settings", "frozen,raw", "--iterations", "2", "--out", out]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /Repeat probe/);
+  assert.match(r.stdout, /Reward ablation/);
+  assert.match(r.stdout, /Δ rollout steps\/sol vs frozen/);
+  const saved = JSON.parse(await Deno.readTextFile(`${out}/ablation.json`));
+  assert.deepEqual(saved.runs.map((x: { setting: string }) => x.setting), ["frozen", "raw"]);
+  assert.deepEqual(saved.probe.map((x: { repeats: number }) => x.repeats), [0, 1, 2, 4]);
+  for (const run of saved.runs) assert.equal(run.rollout.steps_per_solution.length, 2);
+  // lr 0: the frozen run ends with the starting weights; its first iteration samples what raw's first does
+  const [w0, wf] = [
+    await weights(`${models.policy}/model.safetensors`),
+    await weights(`${out}/frozen-s0/final/policy/model.safetensors`),
+  ];
+  for (const [name, v] of w0) assert.deepEqual(wf.get(name), v, `frozen run changed ${name}`);
+  assert.equal(saved.runs[0].rollout.accuracy[0], saved.runs[1].rollout.accuracy[0]);
+  assert.match(await Deno.readTextFile(`${out}/ablation.md`), /Repeat probe[\s\S]*Reward ablation/);
+});
+
 Deno.test("eval: greedy, pass@k and maj@k with one JSONL record per problem", async () => {
   const r = await cli([
     ...["eval", "--model", models.policy, "--problems", "4", "--samples", "3", "--k", "2"],
