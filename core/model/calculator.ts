@@ -215,7 +215,7 @@ export function calculatorStep(table: CalculatorTable, state: Int32Array, token:
 /**
  * Which tokens of a token stream (prompt and response, as decoded) the calculator would write: token t is
  * calculator-written when it equals the token the reference state machine has queued before it. Such tokens are
- * tool output rather than model output, e.g. not SFT targets (`sft --calculator-targets off`).
+ * tool output rather than model output, e.g. not SFT targets with `sft --mask-calculator`.
  */
 export function calculatorWritten(table: CalculatorTable, ids: readonly number[]): boolean[] {
   const state = calculatorState();
