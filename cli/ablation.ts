@@ -157,13 +157,13 @@ const HELP = `Usage: deno run -A cli/main.ts ablation [--settings LIST] [--seeds
 
 Reward-design ablation: PPO runs with the same seeds, data and budget that differ only in the PRM reward —
 success (success only), raw (raw summed PRM scores), clip, delta, clip_delta (Gao et al. 2024), and frozen (no
-update: the starting policy's rollouts on the same questions and seeds) — then a table of held-out accuracy, steps
-per solution and repeated-step rate, with each setting's rollout accuracy and steps per solution minus the frozen
-run's, iteration by iteration (the paired difference cancels the variation between questions). First, a repeat probe measures the incentive with
-the PRM: the return each shaping gives held-out reference solutions whose first step is repeated 0–4 more times.
-Every train option (see \`train --help\`) sets the shared budget; --out is the root directory (default
-runs/ablation), each run writes <out>/<setting>-s<seed>/ and an interrupted ablation continues where it stopped.
-Writes <out>/ablation.json and <out>/ablation.md.
+update: the starting policy's rollouts on the same questions and seeds) — then a table of held-out accuracy,
+steps per solution and repeated-step rate, with each setting's rollout accuracy and steps per solution minus the
+frozen run's, iteration by iteration (the paired difference cancels the variation between questions). First, a
+repeat probe measures the incentive with the PRM: the return each shaping gives held-out reference solutions
+whose first step is repeated 0–4 more times. Every train option (see \`train --help\`) sets the shared budget;
+--out is the root directory (default runs/ablation), each run writes <out>/<setting>-s<seed>/ and an interrupted
+ablation continues where it stopped. Writes <out>/ablation.json and <out>/ablation.md.
 
 Options:
   --settings  comma-separated settings (default frozen,success,raw,clip,delta,clip_delta)
