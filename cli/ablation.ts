@@ -86,7 +86,8 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
   const fmt = (xs: number[], pct = false) => {
     if (xs.length === 0) return "—";
     const { m, sd } = meanSd(xs), k = pct ? 100 : 1, d = pct ? 1 : 2;
-    return `${(k * m).toFixed(d)}${pct ? "%" : ""}${xs.length > 1 ? ` ± ${(k * sd).toFixed(d)}` : ""}`;
+    const v = (k * m).toFixed(d).replace(/^-(0\.0+)$/, "$1"); // no "-0.00"
+    return `${v}${pct ? "%" : ""}${xs.length > 1 ? ` ± ${(k * sd).toFixed(d)}` : ""}`;
   };
   const num = (r: MetricsRecord | null, k: string) => (typeof r?.[k] === "number" ? (r[k] as number) : NaN);
   const rows: string[][] = [];

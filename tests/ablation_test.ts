@@ -31,6 +31,7 @@ Deno.test("ablation table: Δ columns are the mean over iterations 2.. of settin
     run("raw", 0, [0.9, 0.7, 0.5], [9.0, 4.3, 4.6]),
     run("raw", 1, [0.5, 0.5, 0.5], [4.0, 5.0, 5.0]),
     run("clip", 0, [0.5, 0.5, 0.3], [4.0, 4.1, 4.2]),
+    run("delta", 0, [0.5, 0.6, 0.4], [4.0, 4.099, 4.199]),
   ], null);
   const row = (name: string) =>
     table.split("\n").find((l) => l.startsWith(`| ${name} `))!.split("|").map((c) => c.trim());
@@ -40,6 +41,11 @@ Deno.test("ablation table: Δ columns are the mean over iterations 2.. of settin
   assert.equal(col("raw", "Δ rollout steps/sol vs frozen"), "+0.65 ± 0.49");
   assert.equal(col("clip", "Δ rollout acc vs frozen"), "-10.0%");
   assert.equal(col("clip", "Δ rollout steps/sol vs frozen"), "+0.00");
+  assert.equal(
+    col("delta", "Δ rollout steps/sol vs frozen"),
+    "+0.00",
+    "a difference that rounds to 0 has no sign",
+  );
   assert.equal(col("frozen", "Δ rollout steps/sol vs frozen"), "0");
   assert.equal(col("raw", "seeds"), "0,1");
 });
