@@ -144,13 +144,15 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
 export function repeatProbeTable(rows: readonly RepeatProbeRow[], alpha: number): string {
   const kinds = Object.keys(rows[0]?.returns ?? {});
   const name = (k: string) => (k === "none" ? "raw" : k);
+  const cells = (r: RepeatProbeRow) => {
+    const returns = kinds.map((k) => r.returns[k].toFixed(3));
+    return [String(r.repeats), r.copyScore.toFixed(3), ...returns];
+  };
   return textTable(
     `Repeat probe: mean return (success + ${alpha}·shaped PRM) of correct held-out solutions whose first step is ` +
       "repeated r more times",
     ["r", "PRM score of the copies", ...kinds.map(name)],
-    rows.map((
-      r,
-    ) => [String(r.repeats), r.copyScore.toFixed(3), ...kinds.map((k) => r.returns[k].toFixed(3))]),
+    rows.map(cells),
   );
 }
 
