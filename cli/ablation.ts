@@ -61,16 +61,19 @@ export interface AblationRun {
   /** First and last iteration records. */
   first: MetricsRecord | null;
   last: MetricsRecord | null;
-  /** Per iteration (1-based index − 1): the rollout metrics compared with the frozen run. */
-  rollout: Record<string, (number | null)[]>;
+  /** Per iteration (1-based index − 1): the rollout metrics compared with the frozen run (NaN when absent). */
+  rollout: Record<string, number[]>;
 }
+
+/** A numeric metric of a record, NaN when absent. */
+const metric = (r: MetricsRecord | null, k: string) => (typeof r?.[k] === "number" ? (r[k] as number) : NaN);
 
 /** Mean over iterations 2.. of `run`'s rollout metric minus the frozen run's (NaN without one). */
 function pairedDelta(run: AblationRun, frozen: AblationRun | undefined, key: string): number {
   const a = run.rollout[key] ?? [], b = frozen?.rollout[key] ?? [];
   const d: number[] = [];
   for (let i = 1; i < Math.min(a.length, b.length); i++) {
-    if (typeof a[i] === "number" && typeof b[i] === "number") d.push(a[i]! - b[i]!);
+    if (Number.isFinite(a[i]) && Number.isFinite(b[i])) d.push(a[i] - b[i]);
   }
   return d.length ? d.reduce((x, y) => x + y, 0) / d.length : NaN;
 }
@@ -89,7 +92,6 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
     const v = (k * m).toFixed(d).replace(/^-(0\.0+)$/, "$1"); // no "-0.00"
     return `${v}${pct ? "%" : ""}${xs.length > 1 ? ` ± ${(k * sd).toFixed(d)}` : ""}`;
   };
-  const num = (r: MetricsRecord | null, k: string) => (typeof r?.[k] === "number" ? (r[k] as number) : NaN);
   const rows: string[][] = [];
   if (initial) {
     rows.push([
@@ -114,11 +116,11 @@ export function ablationTable(runs: readonly AblationRun[], initial: EvalSummary
       fmt(f((r) => r.final!.greedyAccuracy ?? NaN), true),
       fmt(f((r) => r.final!.stepsPerSolution)),
       fmt(f((r) => r.final!.repeatedStepRate)),
-      `${fmt(f((r) => num(r.first, "steps_per_solution")))} → ${
-        fmt(f((r) => num(r.last, "steps_per_solution")))
+      `${fmt(f((r) => metric(r.first, "steps_per_solution")))} → ${
+        fmt(f((r) => metric(r.last, "steps_per_solution")))
       }`,
-      `${fmt(f((r) => num(r.first, "repeated_step_rate")))} → ${
-        fmt(f((r) => num(r.last, "repeated_step_rate")))
+      `${fmt(f((r) => metric(r.first, "repeated_step_rate")))} → ${
+        fmt(f((r) => metric(r.last, "repeated_step_rate")))
       }`,
       ...PAIRED.map(([key]) =>
         s === "frozen" ? "0" : signed(fmt(
@@ -252,8 +254,9 @@ export const ablationCommand: Command = {
         } finally {
           scorer.release();
         }
-        console.log(repeatProbeTable(probe, config.alpha));
       }
+      const probeTable = probe ? repeatProbeTable(probe, config.alpha) : null;
+      if (probeTable) console.log(probeTable);
       const runs: AblationRun[] = [];
       for (const seed of seeds) {
         for (const setting of settings) {
@@ -279,11 +282,7 @@ export const ablationCommand: Command = {
             final: r.finalEval,
             first: its[0] ?? null,
             last: its.at(-1) ?? null,
-            rollout: Object.fromEntries(
-              PAIRED.map((
-                [key],
-              ) => [key, its.map((x) => (typeof x[key] === "number" ? x[key] as number : null))]),
-            ),
+            rollout: Object.fromEntries(PAIRED.map(([key]) => [key, its.map((x) => metric(x, key))])),
           });
           if (r.interrupted) return 130;
         }
@@ -297,8 +296,8 @@ export const ablationCommand: Command = {
         probe,
         runs,
       });
-      const probeMd = probe ? repeatProbeTable(probe, config.alpha) + "\n\n" : "";
-      await writeFileAtomic(joinPath(root, "ablation.md"), probeMd + table + "\n");
+      const md = probeTable ? `${probeTable}\n\n${table}\n` : `${table}\n`;
+      await writeFileAtomic(joinPath(root, "ablation.md"), md);
       console.log(table);
       return 0;
     } catch (e) {
