@@ -5,6 +5,7 @@ import { Gpu } from "../core/gpu/device.ts";
 import { upload } from "../core/gpu/io.ts";
 import { Tensor } from "../core/gpu/tensor.ts";
 import { attentionBackward, attentionForward } from "../core/model/attention.ts";
+import { attentionRowsWgsl, rowsBlock } from "../core/model/attention_rows.ts";
 import {
   attentionBackwardRef,
   attentionForwardRef,
@@ -82,7 +83,7 @@ function data(c: Case) {
 }
 
 /** Forward then backward of every case in one batch (backward fed the GPU's out and lse). */
-async function runCases(g: Gpu, cases: Case[], variant: Variant) {
+async function runCases(g: Gpu, cases: Case[], variant: Variant, rowsBlock?: number) {
   const batch = new Batch(g, "attention.cases");
   const tensors: Tensor[] = [];
   const keep = (t: Tensor) => (tensors.push(t), t);
@@ -100,8 +101,8 @@ async function runCases(g: Gpu, cases: Case[], variant: Variant) {
     const dq = keep(new Tensor(g, qShape, "f32", "dq"));
     const dk = keep(new Tensor(g, kShape, "f32", "dk"));
     const dv = keep(new Tensor(g, kShape, "f32", "dv"));
-    attentionForward(batch, out, lse, q, k, v, { keyMask, variant });
-    attentionBackward(batch, dq, dk, dv, dout, q, k, v, out, lse, { keyMask, variant });
+    attentionForward(batch, out, lse, q, k, v, { keyMask, variant, rowsBlock });
+    attentionBackward(batch, dq, dk, dv, dout, q, k, v, out, lse, { keyMask, variant, rowsBlock });
     return [out, lse, dq, dk, dv].map((t) => batch.read(t));
   });
   await batch.submit();
@@ -224,7 +225,24 @@ for (const variant of VARIANTS) {
   });
 }
 
-Deno.test("attention: the rows kernel rejects head dims it cannot hold", () => {
+Deno.test("attention (rows): results are bitwise the same for 1, 2, 4 and 8 positions per invocation", async () => {
+  // Ragged T (not a multiple of any block), a KV cache, random padding holes, GQA 3.
+  const cases: Case[] = [
+    { B: 2, T: 11, past: 3, KVH: 2, G: 3, D: 8, mask: "random", sharp: 1, seed: 51 },
+    { B: 1, T: 5, past: 0, KVH: 1, G: 2, D: 12, mask: "left", sharp: 8, seed: 52 },
+  ];
+  const [one, ...others] = await Promise.all([1, 2, 4, 8].map((b) => runCases(gpu, cases, "rows", b)));
+  for (const [k, got] of others.entries()) {
+    for (let c = 0; c < cases.length; c++) {
+      for (let i = 0; i < 5; i++) {
+        assert.deepEqual(got[c][i], one[c][i], `block ${2 ** (k + 1)}, case ${c}, output ${i}`);
+      }
+    }
+  }
+  await checkCases(gpu, cases, "rows"); // and they are right
+});
+
+Deno.test("attention: the rows kernel rejects head dims it cannot hold and calls past the CPU loop budget", () => {
   const q = new Tensor(gpu, [1, 2, 2, 6], "f32", "q"), k = new Tensor(gpu, [1, 2, 1, 6], "f32", "k");
   const out = new Tensor(gpu, [1, 2, 2, 6], "f32", "out"), lse = new Tensor(gpu, [1, 2, 2], "f32", "lse");
   const batch = new Batch(gpu, "attention.rows.bad");
@@ -233,6 +251,19 @@ Deno.test("attention: the rows kernel rejects head dims it cannot hold", () => {
       () => attentionForward(batch, out, lse, q, k, k, { variant: "rows" }),
       /rows kernel needs a head dim that is a multiple of 4 up to 256, got 6/,
     );
+    // 8,192 keys × (G 7 + 1) loop iterations per invocation: past llvmpipe's 65,535.
+    const long = new Tensor(gpu, [1, 8192, 7, 4], "f32", "q.long"),
+      kl = new Tensor(gpu, [1, 8192, 1, 4], "f32", "k.long");
+    const lo = new Tensor(gpu, [1, 8192, 7, 4], "f32", "out.long"),
+      ll = new Tensor(gpu, [1, 8192, 7], "f32", "lse.long");
+    try {
+      assert.throws(
+        () => attentionForward(batch, lo, ll, long, kl, kl, { variant: "rows" }),
+        /invocations would loop 65536 times \(S 8192 × \(G 7 \+ 1\)\), more than the 65535 a CPU adapter runs/,
+      );
+    } finally {
+      for (const t of [long, kl, lo, ll]) t.release();
+    }
   } finally {
     batch.abandon();
     for (const t of [q, k, out, lse]) t.release();
@@ -267,4 +298,11 @@ Deno.test("attention: shape errors name the tensors", async () => {
   ];
   for (const [fn, re] of cases) await assert.rejects(runBatch(gpu, "bad", fn), re);
   for (const x of [q, k, k2, k3, v, out, lse, mf]) x.release();
+});
+
+Deno.test("attention rows block: 4 positions up to head dim 32, fewer for wider heads, never more than needed", () => {
+  assert.deepEqual([4, 8, 32, 36, 64, 128, 256].map((D) => rowsBlock(D, 100)), [4, 4, 4, 2, 2, 1, 1]);
+  assert.deepEqual([1, 2, 3, 4, 5].map((n) => rowsBlock(32, n)), [1, 2, 4, 4, 4]);
+  assert.throws(() => attentionRowsWgsl({ d4: 65, block: 1 }), /d4 must be an integer in 1..64, got 65/);
+  assert.throws(() => attentionRowsWgsl({ d4: 8, block: 9 }), /block must be an integer in 1..8, got 9/);
 });

@@ -48,3 +48,9 @@ Deno.test("column sums shard rows over a lowered binding limit", async () => {
     small.destroy();
   }
 });
+
+Deno.test("column sums over more rows than one invocation may loop over on a CPU adapter (65535)", async () => {
+  // llvmpipe leaves an invocation's loops after 65535 iterations: the rows go out in chunks that fit.
+  await check(gpu, 3 * 65535 + 17, 2, 5, false);
+  await check(gpu, 70001, 3, 6, true);
+});

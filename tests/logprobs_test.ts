@@ -1,5 +1,6 @@
 // Fused target log-probs (shaders/logprobs.wgsl) against the f64 reference, and the reference backward against
 // central finite differences.
+import assert from "node:assert/strict";
 import fc from "fast-check";
 import { Batch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
@@ -22,7 +23,7 @@ interface Case {
 
 const SIZES = [1, 2, 3, 17, 97, 256, 257, 1000, 5003];
 const caseArb = fc.record({
-  rows: fc.constantFrom(1, 2, 5, 13),
+  rows: fc.constantFrom(1, 2, 5, 13, 37), // 37: more rows than one workgroup of the rows variant
   vocab: fc.constantFrom(...SIZES),
   scale: fc.constantFrom(1, 8, 40),
   seed: fc.integer({ min: 0, max: 1 << 30 }),
@@ -39,7 +40,7 @@ const caseArb = fc.record({
   };
 });
 
-async function runGpu(g: Gpu, cases: Case[]) {
+async function runGpu(g: Gpu, cases: Case[], variant: "workgroup" | "rows" = "workgroup") {
   const batch = new Batch(g, "logprobs.test");
   const reads: Promise<Float32Array | Int32Array | Uint32Array>[][] = [];
   const temps: Tensor[] = [];
@@ -54,7 +55,7 @@ async function runGpu(g: Gpu, cases: Case[]) {
     const dx = zeros(g, [c.rows, c.vocab], { label: "dx" });
     const dlogp = upload(g, c.dlogp, { label: "dlogp" });
     const dentropy = upload(g, c.dentropy, { label: "dentropy" });
-    logprobsForward(batch, out, x, targets);
+    logprobsForward(batch, out, x, targets, { variant });
     logprobsBackward(batch, dx, { dlogp, dentropy }, x, targets, out);
     reads.push([batch.read(out.logp), batch.read(out.lse), batch.read(out.entropy), batch.read(dx)]);
     temps.push(x, targets, out.logp, out.lse, out.entropy, dx, dlogp, dentropy);
@@ -80,14 +81,16 @@ function check(cases: Case[], results: Awaited<ReturnType<typeof runGpu>>) {
   });
 }
 
-Deno.test("logprobs forward and backward equal the f64 reference on ragged shapes", async () => {
-  await fc.assert(
-    fc.asyncProperty(fc.array(caseArb, { minLength: 1, maxLength: 6 }), async (cases) => {
-      check(cases, await runGpu(gpu, cases));
-    }),
-    { seed: 20261126, numRuns: 12 },
-  );
-});
+for (const variant of ["workgroup", "rows"] as const) {
+  Deno.test(`logprobs (${variant}) forward and backward equal the f64 reference on ragged shapes`, async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(caseArb, { minLength: 1, maxLength: 6 }), async (cases) => {
+        check(cases, await runGpu(gpu, cases, variant));
+      }),
+      { seed: 20261126, numRuns: 12 },
+    );
+  });
+}
 
 Deno.test("logprobs shards rows over a lowered storage-binding limit", async () => {
   // 16 KiB: 8 rows of 300 logits per shard (per-row outputs need 8-row = 32-byte aligned starts), 2 shards.
@@ -104,7 +107,8 @@ Deno.test("logprobs shards rows over a lowered storage-binding limit", async () 
         dentropy: Float32Array.from({ length: rows }, (_, r) => 0.3 - r / 20),
       };
     });
-    check(cases, await runGpu(small, cases));
+    check(cases, await runGpu(small, cases, "workgroup"));
+    check(cases, await runGpu(small, cases, "rows"));
   } finally {
     small.destroy();
   }
@@ -129,4 +133,23 @@ Deno.test("logprobs reference backward matches central finite differences (f64)"
     return (loss(xp) - loss(xm)) / (2 * h);
   });
   assertClose(analytic, numeric, { atol: 1e-8, rtol: 1e-6 }, "d loss / dx");
+});
+
+Deno.test("logprobs: the rows kernel refuses vocabularies past the CPU loop budget", () => {
+  const batch = new Batch(gpu, "logprobs.rows.bad");
+  const x = zeros(gpu, [2, 40000], { label: "x" }), targets = zeros(gpu, [2], { label: "targets" });
+  const out = {
+    logp: zeros(gpu, [2], { label: "a" }),
+    lse: zeros(gpu, [2], { label: "b" }),
+    entropy: zeros(gpu, [2], { label: "c" }),
+  };
+  try {
+    assert.throws(
+      () => logprobsForward(batch, out, x, targets, { variant: "rows" }),
+      /rows kernel loops over V twice, at most 65535 times; V = 40000/,
+    );
+  } finally {
+    batch.abandon();
+    for (const t of [x, targets, out.logp, out.lse, out.entropy]) t.release();
+  }
 });

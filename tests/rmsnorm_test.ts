@@ -17,6 +17,10 @@ const BWD = { atol: 1e-4, rtol: 1e-3 };
 
 const gpu = await Gpu.create();
 
+/** Kernel families: one workgroup per row (GPUs) and one invocation per row (CPU adapters). */
+type Variant = "workgroup" | "rows";
+const VARIANTS: Variant[] = ["workgroup", "rows"];
+
 interface Case {
   N: number;
   C: number;
@@ -52,7 +56,7 @@ function reference(c: Case) {
 }
 
 /** Runs forward then backward for every case in one batch; returns the read-backs per case. */
-async function runCases(g: Gpu, cases: Case[]) {
+async function runCases(g: Gpu, cases: Case[], variant: Variant = "workgroup") {
   const batch = new Batch(g, "rmsnorm.cases");
   const tensors: Tensor[] = [];
   const keep = <T extends Tensor>(t: T) => (tensors.push(t), t);
@@ -65,8 +69,8 @@ async function runCases(g: Gpu, cases: Case[]) {
     const out = keep(new Tensor(g, [c.N, c.C], "f32", "out"));
     const rstd = keep(new Tensor(g, [c.N], "f32", "rstd"));
     const dx = keep(new Tensor(g, [c.N, c.C], "f32", "dx"));
-    rmsnormForward(batch, out, rstd, x, w, { eps: c.eps });
-    rmsnormBackward(batch, dx, dw, dout, x, w, rstd);
+    rmsnormForward(batch, out, rstd, x, w, { eps: c.eps, variant });
+    rmsnormBackward(batch, dx, dw, dout, x, w, rstd, { variant });
     return { out: batch.read(out), rstd: batch.read(rstd), dx: batch.read(dx), dw: batch.read(dw) };
   });
   await batch.submit();
@@ -76,11 +80,11 @@ async function runCases(g: Gpu, cases: Case[]) {
   return res;
 }
 
-async function checkCases(g: Gpu, cases: Case[]) {
-  const got = await runCases(g, cases);
+async function checkCases(g: Gpu, cases: Case[], variant: Variant = "workgroup") {
+  const got = await runCases(g, cases, variant);
   cases.forEach((c, i) => {
     const want = reference(c);
-    const at = `N=${c.N} C=${c.C} seed=${c.seed}`;
+    const at = `${variant} N=${c.N} C=${c.C} seed=${c.seed}`;
     assertClose(got[i].out, want.out, FWD, `rmsnorm.forward out (${at})`);
     assertClose(got[i].rstd, want.rstd, FWD, `rmsnorm.forward rstd (${at})`);
     assertClose(got[i].dx, want.dx, BWD, `rmsnorm.backward dx (${at})`);
@@ -110,16 +114,24 @@ Deno.test("rmsnorm reference: backward matches central differences (f64)", () =>
   }
 });
 
-Deno.test("rmsnorm: forward and backward (dx =, dw +=) match the f64 reference on ragged shapes", async () => {
-  await fc.assert(
-    fc.asyncProperty(fc.array(caseArb, { minLength: 1, maxLength: 6 }), (cases) => checkCases(gpu, cases)),
-    { seed: 0x5eed01, numRuns: 12 },
-  );
-});
+for (const variant of VARIANTS) {
+  Deno.test(`rmsnorm (${variant}): forward and backward (dx =, dw +=) match the f64 reference on ragged shapes`, async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(caseArb, { minLength: 1, maxLength: 6 }),
+        (cases) => checkCases(gpu, cases, variant),
+      ),
+      { seed: 0x5eed01, numRuns: 12 },
+    );
+  });
 
-Deno.test("rmsnorm: more than 65535 rows use a 2-D grid", async () => {
-  await checkCases(gpu, [{ N: 65537, C: 3, eps: 1e-6, seed: 7 }]);
-});
+  Deno.test(`rmsnorm (${variant}): a 2-D grid, and dw within the CPU loop budget`, async () => {
+    // More workgroups than one grid dimension holds (the rows variant runs 16 rows per workgroup), and more
+    // rows than a dw invocation may loop over on llvmpipe (65535 iterations), so dw goes out in row chunks.
+    const N = variant === "rows" ? 16 * 65535 + 5 : 2 * 65535 + 3;
+    await checkCases(gpu, [{ N, C: 3, eps: 1e-6, seed: 7 }], variant);
+  });
+}
 
 Deno.test("rmsnorm: rows are sharded under a lowered storage-binding limit", async () => {
   // Rows of 37 floats (148 bytes) start aligned every align/4 rows: a binding of 3·37·align bytes holds
@@ -128,12 +140,8 @@ Deno.test("rmsnorm: rows are sharded under a lowered storage-binding limit", asy
   const small = await Gpu.create({ maxBindingSize: 3 * 37 * align });
   try {
     assert.equal(rowShards(small, 2 * align + 3, 37).length, 3);
-    await checkCases(small, [{ N: 2 * align + 3, C: 37, eps: 1e-6, seed: 11 }, {
-      N: 50,
-      C: 24,
-      eps: 1e-5,
-      seed: 12,
-    }]);
+    const cases = [{ N: 2 * align + 3, C: 37, eps: 1e-6, seed: 11 }, { N: 50, C: 24, eps: 1e-5, seed: 12 }];
+    for (const variant of VARIANTS) await checkCases(small, cases, variant);
   } finally {
     small.destroy();
   }
@@ -141,9 +149,11 @@ Deno.test("rmsnorm: rows are sharded under a lowered storage-binding limit", asy
 
 Deno.test("rmsnorm: backward is bitwise deterministic", async () => {
   const c: Case = { N: 33, C: 91, eps: 1e-6, seed: 5 };
-  const [a, b] = [await runCases(gpu, [c]), await runCases(gpu, [c])];
-  assert.deepEqual(a[0].dx, b[0].dx);
-  assert.deepEqual(a[0].dw, b[0].dw);
+  for (const variant of VARIANTS) {
+    const [a, b] = [await runCases(gpu, [c], variant), await runCases(gpu, [c], variant)];
+    assert.deepEqual(a[0].dx, b[0].dx);
+    assert.deepEqual(a[0].dw, b[0].dw);
+  }
 });
 
 Deno.test("rmsnorm: shape errors name the tensor", async () => {

@@ -77,6 +77,14 @@ export function packParams(
 }
 
 /**
+ * Loop iterations one invocation may run on llvmpipe (lavapipe): its shaders count every loop iteration of an
+ * invocation against one budget of 65535 (gallivm's `LP_MAX_TGSI_LOOP_ITERATIONS`, a guard against endless
+ * loops) and silently leave the loops once it is spent, so a kernel whose invocation loops over n items must
+ * keep n (summed over its loops) within this — e.g. by dispatching rows in chunks. GPUs have no such limit.
+ */
+export const MAX_LOOP_ITERATIONS = 65535;
+
+/**
  * Splits a workgroup count over x and y so neither exceeds `maxPerDim`; kernels recover the linear workgroup
  * index as `wid.x + wid.y * nwg.x`.
  */

@@ -19,7 +19,8 @@ function gcd(a: number, b: number): number {
 
 /**
  * Splits `rows` rows of `rowElems` f32 elements into ranges whose bytes fit one binding and whose starts are
- * aligned for binding offsets. When several tensors are sharded by the same rows (e.g. logits (R, V) and their
+ * aligned for binding offsets (and, with `maxRows`, hold at most that many rows: a kernel whose invocations loop
+ * over the rows stays within `MAX_LOOP_ITERATIONS` of kernel.ts). When several tensors are sharded by the same rows (e.g. logits (R, V) and their
  * per-row outputs (R)), pass every row size: each shard start is then aligned for all of them and the largest
  * fits the binding limit.
  *
@@ -28,7 +29,12 @@ function gcd(a: number, b: number): number {
  * for (const { start, count } of rowShards(gpu, vocab, hidden)) { ... }
  * ```
  */
-export function rowShards(gpu: Gpu, rows: number, rowElems: number | readonly number[]): RowRange[] {
+export function rowShards(
+  gpu: Gpu,
+  rows: number,
+  rowElems: number | readonly number[],
+  opts: { maxRows?: number } = {},
+): RowRange[] {
   const sizes = typeof rowElems === "number" ? [rowElems] : rowElems;
   const align = gpu.limits.storageOffsetAlignment;
   let step = 1; // rows per block aligned for every size: lcm of each size's step
@@ -38,7 +44,7 @@ export function rowShards(gpu: Gpu, rows: number, rowElems: number | readonly nu
   }
   const rowBytes = Math.max(1, ...sizes) * 4;
   const fit = Math.floor(gpu.limits.maxBindingSize / rowBytes);
-  const perShard = Math.floor(fit / step) * step;
+  const perShard = Math.floor(Math.min(fit, opts.maxRows ?? Infinity) / step) * step;
   if (perShard < 1) {
     throw new Error(
       `A row of ${

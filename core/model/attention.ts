@@ -20,11 +20,11 @@
  * @module
  */
 import src from "../../shaders/attention.wgsl" with { type: "text" };
-import rowsSrc from "../../shaders/attention_rows.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
-import { grid1d, type KernelSpec, type ParamField } from "../gpu/kernel.ts";
+import { grid1d, type KernelSpec, MAX_LOOP_ITERATIONS, type ParamField } from "../gpu/kernel.ts";
 import { expectShape, Tensor } from "../gpu/tensor.ts";
+import { attentionRowsWgsl, ROWS_MAX_HEAD_DIM, rowsBlock } from "./attention_rows.ts";
 
 const WG = 128;
 const ACC_MAX = 16; // ACC_MAX and RMAX as in the shader
@@ -60,6 +60,11 @@ export interface AttentionOptions {
    * (default: rows on a CPU adapter when the head dim allows, else tiled).
    */
   variant?: "auto" | "tiled" | "rows";
+  /**
+   * Rows family: query (forward, dq) or key (dkv) positions per invocation, 1, 2, 4 or 8 (default: by head dim
+   * and length, see `rowsBlock`). Results are bitwise the same for every value; tests pin it.
+   */
+  rowsBlock?: number;
 }
 
 interface Dims {
@@ -96,16 +101,19 @@ function kernel(gpu: Gpu, entry: string): KernelSpec {
 const ROWS_WG = 32;
 const rowSpecs = new Map<string, KernelSpec>();
 
-/** Kernel of one entry point of the rows family for head dim D (one pipeline per D). */
-function rowsKernel(entry: string, D: number): KernelSpec {
-  const key = `${entry}.${D}`;
+/**
+ * Kernel of one entry point of the rows family (`attention_rows.ts`) for head dim D and `block` positions per
+ * invocation (one pipeline per D and block).
+ */
+function rowsKernel(entry: string, D: number, block: number): KernelSpec {
+  const key = `${entry}.${D}.${block}`;
   let s = rowSpecs.get(key);
   if (!s) {
     s = {
       name: `attention_rows.${entry}`,
-      code: rowsSrc,
+      code: attentionRowsWgsl({ d4: D / 4, block }),
       entry,
-      constants: { WG: ROWS_WG, D4: D / 4 },
+      constants: { WG: ROWS_WG },
       params: PARAMS,
       bindings: BINDINGS[entry],
     };
@@ -114,14 +122,36 @@ function rowsKernel(entry: string, D: number): KernelSpec {
   return s;
 }
 
-/** Whether the rows family runs this call (see {@linkcode AttentionOptions.variant}). */
-function useRows(gpu: Gpu, D: number, opts: AttentionOptions, what: string): boolean {
-  const fits = D % 4 === 0 && D <= 256;
+/** Positions per invocation of the rows family for `n` positions (the option, or by head dim). */
+function blockOf(d: Dims, n: number, opts: AttentionOptions): number {
+  const b = opts.rowsBlock ?? rowsBlock(d.D, n);
+  if (![1, 2, 4, 8].includes(b)) throw new Error(`attention: rowsBlock must be 1, 2, 4 or 8, got ${b}`);
+  return b;
+}
+
+/**
+ * Whether the rows family runs this call (see {@linkcode AttentionOptions.variant}). Its invocations loop over
+ * the S keys (forward, dq) or over T query positions × (G + 1) (dkv), which must stay within the loop budget of
+ * CPU adapters (`MAX_LOOP_ITERATIONS`); longer calls run the tiled kernel under "auto".
+ */
+function useRows(gpu: Gpu, d: Dims, opts: AttentionOptions, what: string): boolean {
+  const fits = d.D % 4 === 0 && d.D <= ROWS_MAX_HEAD_DIM;
+  const loops = d.S * (d.H / d.KVH + 1);
   const v = opts.variant ?? "auto";
   if (v === "rows" && !fits) {
-    throw new Error(`${what}: the rows kernel needs a head dim that is a multiple of 4 up to 256, got ${D}`);
+    throw new Error(
+      `${what}: the rows kernel needs a head dim that is a multiple of 4 up to 256, got ${d.D}`,
+    );
   }
-  return v === "rows" || (v === "auto" && fits && gpu.isCpu);
+  if (v === "rows" && loops > MAX_LOOP_ITERATIONS) {
+    throw new Error(
+      `${what}: the rows kernel's invocations would loop ${loops} times (S ${d.S} × (G ${
+        d.H / d.KVH
+      } + 1)), ` +
+        `more than the ${MAX_LOOP_ITERATIONS} a CPU adapter runs`,
+    );
+  }
+  return v === "rows" || (v === "auto" && fits && loops <= MAX_LOOP_ITERATIONS && gpu.isCpu);
 }
 
 /** Rows per workgroup R = keys per tile BK, with R·D, BK·D and R·BK within the tile capacity. */
@@ -204,10 +234,11 @@ export function attentionForward(
   expectShape(out, q.shape, what);
   expectShape(lse, [d.B, d.T, d.H], what);
   const bindings = { q, k, v, keyMask: maskBinding(batch.gpu, opts), out, lse };
-  if (useRows(batch.gpu, d.D, opts, what)) {
-    const rows = d.B * d.T * d.H;
+  if (useRows(batch.gpu, d, opts, what)) {
+    const block = blockOf(d, d.T, opts);
+    const rows = d.B * Math.ceil(d.T / block) * d.H;
     const grid = grid1d(Math.ceil(rows / ROWS_WG), batch.gpu.limits.maxWorkgroupsPerDimension);
-    batch.dispatch(rowsKernel("forward", d.D), bindings, grid, params(d, opts, 0, rows));
+    batch.dispatch(rowsKernel("forward", d.D, block), bindings, grid, params(d, opts, 0, rows));
     return;
   }
   const R = tileRows(batch.gpu, d.D, what);
@@ -239,7 +270,7 @@ export function attentionBackward(
   for (const t of [dk, dv]) expectShape(t, k.shape, what);
   expectShape(lse, [d.B, d.T, d.H], what);
   const gpu = batch.gpu;
-  const rowsVariant = useRows(gpu, d.D, opts, what);
+  const rowsVariant = useRows(gpu, d, opts, what);
   const R = rowsVariant ? 0 : tileRows(gpu, d.D, what);
   const keyMask = maskBinding(gpu, opts);
   const rows = d.B * d.T * d.H;
@@ -249,17 +280,19 @@ export function attentionBackward(
     batch.dispatch(kernel(gpu, "backward_delta"), { out, lse, dout, stats }, grid, params(d, opts, R, rows));
     if (rowsVariant) {
       const max = gpu.limits.maxWorkgroupsPerDimension;
-      const dqGrid = grid1d(Math.ceil(rows / ROWS_WG), max);
+      const qBlock = blockOf(d, d.T, opts);
+      const queries = d.B * Math.ceil(d.T / qBlock) * d.H;
       batch.dispatch(
-        rowsKernel("backward_dq", d.D),
+        rowsKernel("backward_dq", d.D, qBlock),
         { q, k, v, keyMask, dout, stats, dq },
-        dqGrid,
-        params(d, opts, 0, rows),
+        grid1d(Math.ceil(queries / ROWS_WG), max),
+        params(d, opts, 0, queries),
       );
-      const keys = d.B * d.S * d.KVH;
+      const kBlock = blockOf(d, d.S, opts);
+      const keys = d.B * Math.ceil(d.S / kBlock) * d.KVH;
       const kGrid = grid1d(Math.ceil(keys / ROWS_WG), max);
       const dkvBindings = { q, k, v, keyMask, dout, stats, dk, dv };
-      batch.dispatch(rowsKernel("backward_dkv", d.D), dkvBindings, kGrid, params(d, opts, 0, keys));
+      batch.dispatch(rowsKernel("backward_dkv", d.D, kBlock), dkvBindings, kGrid, params(d, opts, 0, keys));
       return;
     }
     const qGroups = [Math.ceil((d.T * d.H / d.KVH) / R), d.KVH, d.B];

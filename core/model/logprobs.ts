@@ -6,7 +6,7 @@
  */
 import src from "../../shaders/logprobs.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
-import { grid1d, type KernelSpec, type ParamField } from "../gpu/kernel.ts";
+import { grid1d, type KernelSpec, MAX_LOOP_ITERATIONS, type ParamField } from "../gpu/kernel.ts";
 import { rowShards } from "../gpu/shard.ts";
 import { expectShape, type Tensor, type TensorView } from "../gpu/tensor.ts";
 
@@ -19,6 +19,14 @@ const FORWARD: KernelSpec = {
   constants: { WG },
   params: PARAMS,
   bindings: ["x", "targets", "logp", "lse", "entropy", "", "", ""],
+};
+/** One invocation per row, no barriers: for CPU adapters. */
+const ROWS_WG = 16;
+const FORWARD_ROWS: KernelSpec = {
+  ...FORWARD,
+  name: "logprobs.forward_rows",
+  entry: "forward_rows",
+  constants: { WG: ROWS_WG },
 };
 const BACKWARD: KernelSpec = {
   name: "logprobs.backward",
@@ -33,6 +41,15 @@ function rowsOf(t: Tensor, n: number, start: number, count: number): TensorView 
   return t.view(start * n, count * n);
 }
 
+/** Options of {@linkcode logprobsForward}. */
+export interface LogprobsOptions {
+  /**
+   * `"workgroup"` (one workgroup per row, tree reductions: GPUs), `"rows"` (one invocation per row, no
+   * barriers: CPU adapters; V ≤ 32767) or `"auto"` (default: rows on a CPU adapter when V allows).
+   */
+  variant?: "auto" | "workgroup" | "rows";
+}
+
 /**
  * Forward. Shapes: `x` (R, V) logits, `targets` (R) i32 (−1 = ignored row, whose log-prob is 0);
  * outputs `logp`, `lse`, `entropy` (R): logp_r = x[r, t_r] − lse_r, lse_r = log Σ_v e^{x[r,v]},
@@ -43,14 +60,24 @@ export function logprobsForward(
   out: { logp: Tensor; lse: Tensor; entropy: Tensor },
   x: Tensor,
   targets: Tensor,
+  opts: LogprobsOptions = {},
 ): void {
   const [R, V] = x.shape;
   expectShape(targets, [R], "logprobs.forward targets");
   for (const t of [out.logp, out.lse, out.entropy]) expectShape(t, [R], "logprobs.forward output");
+  // The rows kernel's invocations loop twice over V: within the loop budget of CPU adapters.
+  const fits = 2 * V <= MAX_LOOP_ITERATIONS;
+  if (opts.variant === "rows" && !fits) {
+    throw new Error(
+      `logprobs: the rows kernel loops over V twice, at most ${MAX_LOOP_ITERATIONS} times; V = ${V}`,
+    );
+  }
+  const rows = opts.variant === "rows" || (opts.variant !== "workgroup" && batch.gpu.isCpu && fits);
+  const max = batch.gpu.limits.maxWorkgroupsPerDimension;
   for (const { start, count } of rowShards(batch.gpu, R, [V, 1])) {
     if (count === 0) continue;
     batch.dispatch(
-      FORWARD,
+      rows ? FORWARD_ROWS : FORWARD,
       {
         x: rowsOf(x, V, start, count),
         targets: rowsOf(targets, 1, start, count),
@@ -58,7 +85,7 @@ export function logprobsForward(
         lse: rowsOf(out.lse, 1, start, count),
         entropy: rowsOf(out.entropy, 1, start, count),
       },
-      grid1d(count, batch.gpu.limits.maxWorkgroupsPerDimension),
+      rows ? grid1d(Math.ceil(count / ROWS_WG), max) : grid1d(count, max),
       { rows: count, vocab: V },
     );
   }

@@ -10,7 +10,7 @@
  */
 import src from "../../shaders/rmsnorm.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
-import { grid1d, type KernelSpec, type ParamField } from "../gpu/kernel.ts";
+import { grid1d, type KernelSpec, MAX_LOOP_ITERATIONS, type ParamField } from "../gpu/kernel.ts";
 import { rowShards } from "../gpu/shard.ts";
 import { expectShape, type Tensor } from "../gpu/tensor.ts";
 
@@ -31,11 +31,37 @@ const KERNELS = {
   backward: spec("backward", { WG }, ["x", "w", "rstd", "", "dout", "dx", ""]),
   backwardDw: spec("backward_dw", { WG_X, WG_Y }, ["x", "", "rstd", "", "dout", "", "dw"]),
 };
+/** One invocation per row (per column for dw), no barriers: for CPU adapters. */
+const ROWS_WG = 16;
+const ROWS = {
+  forward: spec("forward_rows", { WG: ROWS_WG }, ["x", "w", "rstd", "out", "", "", ""]),
+  backward: spec("backward_rows", { WG: ROWS_WG }, ["x", "w", "rstd", "", "dout", "dx", ""]),
+  backwardDw: spec("backward_dw_cols", { WG: ROWS_WG }, ["x", "", "rstd", "", "dout", "", "dw"]),
+};
+
+/**
+ * Whether the rows family runs (see {@linkcode RmsnormOptions.variant}): its invocations loop twice over the C
+ * channels, which must stay within the loop budget of CPU adapters.
+ */
+function useRows(batch: Batch, C: number, variant: RmsnormOptions["variant"]): boolean {
+  const fits = 2 * C <= MAX_LOOP_ITERATIONS;
+  if (variant === "rows" && !fits) {
+    throw new Error(
+      `rmsnorm: the rows kernel loops over C twice, at most ${MAX_LOOP_ITERATIONS} times; C = ${C}`,
+    );
+  }
+  return variant === "rows" || (variant !== "workgroup" && batch.gpu.isCpu && fits);
+}
 
 /** Options of {@linkcode rmsnormForward}. */
 export interface RmsnormOptions {
   /** Added to the mean square before the reciprocal square root (`rms_norm_eps`). */
   eps: number;
+  /**
+   * `"workgroup"` (one workgroup per row, tree reductions: GPUs), `"rows"` (one invocation per row, no
+   * barriers: CPU adapters) or `"auto"` (default: rows on a CPU adapter).
+   */
+  variant?: "auto" | "workgroup" | "rows";
 }
 
 /** Rows N and channels C of `x` (shape `(..., C)`), checking that `w` is `(C)`. */
@@ -67,11 +93,17 @@ export function rmsnormForward(
   if (!(opts.eps >= 0)) {
     throw new Error(`rmsnorm.forward: eps must be a non-negative number, got ${opts.eps}`);
   }
+  const rows = useRows(batch, C, opts.variant), max = batch.gpu.limits.maxWorkgroupsPerDimension;
   for (const { start, count } of rowShards(batch.gpu, N, C)) {
     if (count === 0) continue;
     const views = { x: x.view(start * C, count * C), w, rstd, out: out.view(start * C, count * C) };
-    const groups = grid1d(count, batch.gpu.limits.maxWorkgroupsPerDimension);
-    batch.dispatch(KERNELS.forward, views, groups, { rows: count, C, row0: start, eps: opts.eps });
+    const groups = rows ? grid1d(Math.ceil(count / ROWS_WG), max) : grid1d(count, max);
+    batch.dispatch((rows ? ROWS : KERNELS).forward, views, groups, {
+      rows: count,
+      C,
+      row0: start,
+      eps: opts.eps,
+    });
   }
 }
 
@@ -91,6 +123,7 @@ export function rmsnormBackward(
   x: Tensor,
   w: Tensor,
   rstd: Tensor,
+  opts: Pick<RmsnormOptions, "variant"> = {},
 ): void {
   const { N, C } = dims(x, w, "rmsnorm.backward");
   expectShape(dx, x.shape, "rmsnorm.backward");
@@ -98,16 +131,20 @@ export function rmsnormBackward(
   expectShape(dw, [C], "rmsnorm.backward");
   expectShape(rstd, [N], "rmsnorm.backward");
   const max = batch.gpu.limits.maxWorkgroupsPerDimension;
-  for (const { start, count } of rowShards(batch.gpu, N, C)) {
+  const useR = useRows(batch, C, opts.variant);
+  // dw invocations loop over the dispatch's rows: chunks of rows within the loop budget of CPU adapters.
+  const shards = rowShards(batch.gpu, N, C, { maxRows: MAX_LOOP_ITERATIONS });
+  for (const { start, count } of shards) {
     if (count === 0) continue;
     const rows = { x: x.view(start * C, count * C), dout: dout.view(start * C, count * C), rstd };
     const params = { rows: count, C, row0: start, eps: 0 };
     batch.dispatch(
-      KERNELS.backward,
+      (useR ? ROWS : KERNELS).backward,
       { ...rows, w, dx: dx.view(start * C, count * C) },
-      grid1d(count, max),
+      useR ? grid1d(Math.ceil(count / ROWS_WG), max) : grid1d(count, max),
       params,
     );
-    batch.dispatch(KERNELS.backwardDw, { ...rows, dw }, [Math.ceil(C / WG_X)], params);
+    if (useR) batch.dispatch(ROWS.backwardDw, { ...rows, dw }, [Math.ceil(C / ROWS_WG)], params);
+    else batch.dispatch(KERNELS.backwardDw, { ...rows, dw }, [Math.ceil(C / WG_X)], params);
   }
 }

@@ -1,12 +1,13 @@
 /**
  * Column sums (`shaders/columns.wgsl`): out (C) (+)= Σ_rows x (R, C) — the bias gradient of a linear layer.
- * Rows are sharded over the storage-binding limit; shards after the first accumulate.
+ * Rows are sharded over the storage-binding limit and the loop limit of CPU adapters; shards after the first
+ * accumulate.
  *
  * @module
  */
 import src from "../../shaders/columns.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
-import type { KernelSpec } from "../gpu/kernel.ts";
+import { type KernelSpec, MAX_LOOP_ITERATIONS } from "../gpu/kernel.ts";
 import { rowShards } from "../gpu/shard.ts";
 import { expectShape, type Tensor } from "../gpu/tensor.ts";
 
@@ -38,7 +39,8 @@ export function reduceColumns(
     if (!opts.accumulate) batch.clear(out);
     return;
   }
-  rowShards(batch.gpu, R, C).forEach(({ start, count }, i) => {
+  // Each invocation loops over its dispatch's rows: at most MAX_LOOP_ITERATIONS per dispatch (lavapipe).
+  rowShards(batch.gpu, R, C, { maxRows: MAX_LOOP_ITERATIONS }).forEach(({ start, count }, i) => {
     const accumulate = opts.accumulate || i > 0 ? 1 : 0;
     batch.dispatch(SUM, { x: x.view(start * C, count * C), out }, [Math.ceil(C / WG)], {
       rows: count,
