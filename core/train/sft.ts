@@ -34,7 +34,7 @@ import { loadTokenizer, type Tokenizer } from "../tokenizer/tokenizer.ts";
 import { exists, joinPath, writeFileAtomic } from "../util/atomic.ts";
 import { ProgressBar } from "../util/progress.ts";
 import { evaluateAccuracy, type EvaluateResult } from "./evaluate.ts";
-import { lmLossAndGrads } from "./lm_loss.ts";
+import { lmLossAndGrads, type LMLossResult } from "./lm_loss.ts";
 import { MetricsWriter } from "./metrics.ts";
 import {
   openRun,
@@ -430,26 +430,34 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
     while (state.step < totalSteps) {
       const ts = performance.now();
       let lossSum = 0, targetTokens = 0, inputTokens = 0;
+      // Every micro-batch and the optimiser step go to the GPU queue back to back (each batch is submitted
+      // before its promise is returned; the queue keeps their order), and the host waits once per step.
+      const micros: Promise<LMLossResult>[] = [];
       for (let j = 0; j < cfg.gradAccum; j++) {
-        const micro = data.order.take(state.consumed, cfg.batchSize).map((i) => data.train.examples[i]);
-        const r = await lmLossAndGrads(model, grads, micro);
-        if (!Number.isFinite(r.loss)) {
-          throw new Error(
-            `Training diverged at step ${state.step + 1}: the loss is ${r.loss} (try a lower --lr)`,
-          );
-        }
-        state.consumed += cfg.batchSize;
-        lossSum += r.loss;
-        targetTokens += r.tokens;
-        inputTokens += r.inputTokens;
+        const micro = data.order.take(state.consumed + j * cfg.batchSize, cfg.batchSize)
+          .map((i) => data.train.examples[i]);
+        micros.push(lmLossAndGrads(model, grads, micro));
       }
-      const tf = performance.now();
       const lr = lrAt(opt.stepCount, sched);
       const batch = new Batch(gpu, "sft.step");
       opt.step(batch, grads, { lr, gradScale: 1 / cfg.gradAccum, clip });
       const stats = clip.read(batch);
       zeroGrads(batch, grads);
-      await batch.submit();
+      const optDone = batch.submit();
+      for (const r of await Promise.all(micros)) {
+        // A diverged step has already updated the weights in memory; the run stops here and writes nothing.
+        if (!Number.isFinite(r.loss)) {
+          throw new Error(
+            `Training diverged at step ${state.step + 1}: the loss is ${r.loss} (try a lower --lr)`,
+          );
+        }
+        lossSum += r.loss;
+        targetTokens += r.tokens;
+        inputTokens += r.inputTokens;
+      }
+      state.consumed += cfg.gradAccum * cfg.batchSize;
+      const tf = performance.now();
+      await optDone;
       const { norm } = await stats;
       const te = performance.now();
       state.step++;
