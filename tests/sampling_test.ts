@@ -90,6 +90,7 @@ async function runGpu(
   init: SamplerStateRef,
   steps: { logits: Float32Array; settings: Settings }[],
   V: number,
+  workgroupSize?: number,
 ): Promise<SamplerStateRef> {
   const B = init.done.length, maxNew = init.tokens.length / B;
   const state = {
@@ -106,7 +107,7 @@ async function runGpu(
   const batch = new Batch(g, "sampling_test");
   steps.forEach(({ logits: x, settings: s }, i) => {
     if (i > 0) batch.write(logits, x);
-    const opts: SampleOptions = { ...s, seeds, stopIds: stops };
+    const opts: SampleOptions = { ...s, seeds, stopIds: stops, workgroupSize };
     sampleTokens(batch, state, logits, opts);
   });
   const reads = [state.tokens, state.done, state.lengths, state.logprobs, state.sampledLogprobs].map((t) =>
@@ -258,6 +259,32 @@ Deno.test("sampleTokens equals the reference exactly on token ids over random sh
     ),
     { seed: 20250131, numRuns: 40 },
   );
+});
+
+Deno.test("token ids equal the reference with 8, 64 and 256 threads per row", async () => {
+  // The default size depends on the vocabulary and the adapter (8 on a CPU adapter up to 4096 logits): every
+  // size runs here on vocabularies below, at and above one thread's share.
+  for (const [V, mode] of [[5, "ties"], [1000, "normal1"], [4096, "peaked"]] as [number, Mode][]) {
+    for (const temperature of [0, 1]) {
+      const rnd = mulberry32(V + 7);
+      const settings: Settings = {
+        step: 1,
+        temperature,
+        topK: 0,
+        topP: 0.9,
+        seed: 12345n,
+        seeds: Array.from({ length: 5 }, () => Math.floor(rnd() * 2 ** 32)),
+        stopIds: [3],
+        padId: -1,
+      };
+      const init = freshState(5, 3, V);
+      const steps = [{ logits: makeLogits(5, V, mode, V), settings }];
+      const want = runRef(init, steps, V);
+      for (const wg of [8, 64, 256]) {
+        assertStatesEqual(await runGpu(gpu, init, steps, V, wg), want, `V ${V} T ${temperature} WG ${wg}`);
+      }
+    }
+  }
 });
 
 Deno.test("greedy is the argmax (ties → lowest id) with raw log-softmax log-probs, any top-k/p", async () => {

@@ -88,6 +88,11 @@ export interface SampleOptions {
   stopIds?: Tensor;
   /** Token written for rows that are already done. */
   padId: number;
+  /**
+   * Threads per row, 8, 64 or 256 (default: by vocabulary and adapter). Token ids are the same for every size;
+   * tests pin it.
+   */
+  workgroupSize?: number;
 }
 
 const dummies = new WeakMap<Gpu, Tensor>();
@@ -104,9 +109,15 @@ function checkInt(v: number, what: string, min: number, max: number): void {
   }
 }
 
-/** Threads per row: 8 for tiny vocabularies, 64 up to 4096 logits, 256 beyond (few pipeline variants). */
-function workgroupSize(vocab: number): number {
-  return vocab <= 256 ? 8 : vocab <= 4096 ? 64 : 256;
+/**
+ * Threads per row: 8 for tiny vocabularies, 64 up to 4096 logits, 256 beyond (few pipeline variants). On a CPU
+ * adapter 8 up to 4096 logits: workgroup barriers are costly there, and 8 invocations fill one SIMD register
+ * (lavapipe, 32 rows × 512 logits: 64 threads 16 ms per draw, 8 threads 9 ms, 1 thread 26 ms). Each thread's
+ * sweeps stay within the loop budget of CPU adapters (≤ 40 passes × 4096 / 8 < 65535 iterations). Tokens
+ * are the same for every size (exact integer sums); the f32 normaliser of `logprobs` is summed in another order.
+ */
+function workgroupSize(vocab: number, cpu: boolean): number {
+  return vocab <= 256 || (cpu && vocab <= 4096) ? 8 : vocab <= 4096 ? 64 : 256;
 }
 
 /** A zeroed {@linkcode SamplerState} for `batch` rows and `maxNew` steps (release it when done). */
@@ -169,7 +180,11 @@ export function sampleTokens(batch: Batch, out: SamplerState, logits: Tensor, op
     stopIds = dummies.get(gpu) ?? zeros(gpu, [1], { dtype: "i32", label: "sampling.no_stop_ids" });
     dummies.set(gpu, stopIds);
   }
-  const spec = { ...SAMPLE, constants: { WG: workgroupSize(V) } };
+  const wg = opts.workgroupSize ?? workgroupSize(V, gpu.isCpu);
+  if (![8, 64, 256].includes(wg)) {
+    throw new Error(`${what}: invalid workgroupSize "${wg}": expected 8, 64 or 256`);
+  }
+  const spec = { ...SAMPLE, constants: { WG: wg } };
   for (const { start, count } of rowShards(gpu, B, V)) {
     if (count === 0) continue;
     batch.dispatch(
