@@ -133,20 +133,24 @@ export function attentionRowsWgsl(cfg: AttentionRowsConfig): string {
   let end${j} = t0 + ${j}u + offs + 1u; // sees keys s < end${j}`
   );
 
+  // The block's query rows, scaled, and the visible key s's k and v rows (forward, dq).
+  const scaledQueries = J((j) => I((i) => `let q${j}_${i} = q[row${j} * ${D4}u + ${i}u] * p.scale;`));
+  const keyRows = `if (!key_visible(b, s)) { continue; }
+    let kb = ((b * p.S + s) * p.KVH + kvh) * ${D4}u;
+    ${I((i) => `let k${i} = k[kb + ${i}u];`, "\n    ")}
+    ${I((i) => `let v${i} = v[kb + ${i}u];`, "\n    ")}`;
+
   const forward = `
 @compute @workgroup_size(WG)
 fn forward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
            @builtin(local_invocation_id) lid: vec3u) {
   ${queryBlock}
   ${queryRows}
-  ${J((j) => I((i) => `let q${j}_${i} = q[row${j} * ${D4}u + ${i}u] * p.scale;`))}
+  ${scaledQueries}
   ${J((j) => I((i) => `var a${j}_${i} = vec4f(0.0);`))}
   ${J((j) => `var m${j} = NEG;\n  var l${j} = 0.0;`)}
   for (var s = 0u; s < s_max; s++) {
-    if (!key_visible(b, s)) { continue; }
-    let kb = ((b * p.S + s) * p.KVH + kvh) * ${D4}u;
-    ${I((i) => `let k${i} = k[kb + ${i}u];`, "\n    ")}
-    ${I((i) => `let v${i} = v[kb + ${i}u];`, "\n    ")}
+    ${keyRows}
     ${
     J((j) =>
       `{
@@ -179,14 +183,11 @@ fn backward_dq(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   ${queryBlock}
   ${queryRows}
   ${J((j) => `let lse${j} = stats[2u * row${j}];\n  let delta${j} = stats[2u * row${j} + 1u];`)}
-  ${J((j) => I((i) => `let q${j}_${i} = q[row${j} * ${D4}u + ${i}u] * p.scale;`))}
+  ${scaledQueries}
   ${J((j) => I((i) => `let g${j}_${i} = dout[row${j} * ${D4}u + ${i}u];`))}
   ${J((j) => I((i) => `var a${j}_${i} = vec4f(0.0);`))}
   for (var s = 0u; s < s_max; s++) {
-    if (!key_visible(b, s)) { continue; }
-    let kb = ((b * p.S + s) * p.KVH + kvh) * ${D4}u;
-    ${I((i) => `let k${i} = k[kb + ${i}u];`, "\n    ")}
-    ${I((i) => `let v${i} = v[kb + ${i}u];`, "\n    ")}
+    ${keyRows}
     ${
     J((j) =>
       `{
