@@ -12,7 +12,7 @@
  */
 import src from "../../shaders/embedding.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
-import { grid1d, type KernelSpec, type ParamField } from "../gpu/kernel.ts";
+import { grid1d, type KernelSpec, MAX_LOOP_ITERATIONS, type ParamField } from "../gpu/kernel.ts";
 import { rowShards } from "../gpu/shard.ts";
 import { expectShape, Tensor } from "../gpu/tensor.ts";
 
@@ -159,7 +159,9 @@ export function embeddingBackward(batch: Batch, dTable: Tensor, dOut: Tensor, id
   }
   const groups = grid1d(Math.ceil((T * C) / WG), maxPerDim);
   for (const v of rowShards(gpu, V, C)) {
-    for (const t of rowShards(gpu, T, C)) {
+    // An invocation sums one token's run inside the window of tokens: windows within the loop budget of CPU
+    // adapters (MAX_LOOP_ITERATIONS).
+    for (const t of rowShards(gpu, T, C, { maxRows: MAX_LOOP_ITERATIONS - 1 })) {
       const bindings = {
         dOut: dOut.view(t.start * C, t.count * C),
         ids,
