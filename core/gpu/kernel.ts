@@ -85,6 +85,22 @@ export function packParams(
 export const MAX_LOOP_ITERATIONS = 65535;
 
 /**
+ * Whether a kernel family's CPU variant (`"rows"`: no workgroup memory or barriers) runs a call: always when
+ * `variant` asks for it, on a CPU adapter under `"auto"` (or unset), never for the family's other name. `unfit`
+ * says why this call cannot run it (a shape it cannot hold, a loop past {@linkcode MAX_LOOP_ITERATIONS}): asking
+ * for `"rows"` then throws `${what}: ${unfit}`, and `"auto"` takes the other family.
+ */
+export function useRowsVariant(
+  gpu: { readonly isCpu: boolean },
+  variant: string | undefined,
+  what: string,
+  unfit?: string,
+): boolean {
+  if (variant === "rows" && unfit) throw new Error(`${what}: ${unfit}`);
+  return variant === "rows" || ((variant ?? "auto") === "auto" && gpu.isCpu && !unfit);
+}
+
+/**
  * Splits a workgroup count over x and y so neither exceeds `maxPerDim`; kernels recover the linear workgroup
  * index as `wid.x + wid.y * nwg.x`.
  */

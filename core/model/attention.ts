@@ -22,7 +22,13 @@
 import src from "../../shaders/attention.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
 import type { Gpu } from "../gpu/device.ts";
-import { grid1d, type KernelSpec, MAX_LOOP_ITERATIONS, type ParamField } from "../gpu/kernel.ts";
+import {
+  grid1d,
+  type KernelSpec,
+  MAX_LOOP_ITERATIONS,
+  type ParamField,
+  useRowsVariant,
+} from "../gpu/kernel.ts";
 import { expectShape, Tensor } from "../gpu/tensor.ts";
 import { attentionRowsWgsl, ROWS_MAX_HEAD_DIM, rowsBlock } from "./attention_rows.ts";
 
@@ -135,23 +141,14 @@ function blockOf(d: Dims, n: number, opts: AttentionOptions): number {
  * CPU adapters (`MAX_LOOP_ITERATIONS`); longer calls run the tiled kernel under "auto".
  */
 function useRows(gpu: Gpu, d: Dims, opts: AttentionOptions, what: string): boolean {
-  const fits = d.D % 4 === 0 && d.D <= ROWS_MAX_HEAD_DIM;
   const loops = d.S * (d.H / d.KVH + 1);
-  const v = opts.variant ?? "auto";
-  if (v === "rows" && !fits) {
-    throw new Error(
-      `${what}: the rows kernel needs a head dim that is a multiple of 4 up to 256, got ${d.D}`,
-    );
-  }
-  if (v === "rows" && loops > MAX_LOOP_ITERATIONS) {
-    throw new Error(
-      `${what}: the rows kernel's invocations would loop ${loops} times (S ${d.S} × (G ${
-        d.H / d.KVH
-      } + 1)), ` +
-        `more than the ${MAX_LOOP_ITERATIONS} a CPU adapter runs`,
-    );
-  }
-  return v === "rows" || (v === "auto" && fits && loops <= MAX_LOOP_ITERATIONS && gpu.isCpu);
+  const unfit = !(d.D % 4 === 0 && d.D <= ROWS_MAX_HEAD_DIM)
+    ? `the rows kernel needs a head dim that is a multiple of 4 up to 256, got ${d.D}`
+    : loops > MAX_LOOP_ITERATIONS
+    ? `the rows kernel's invocations would loop ${loops} times (S ${d.S} × (G ${d.H / d.KVH} + 1)), ` +
+      `more than the ${MAX_LOOP_ITERATIONS} a CPU adapter runs`
+    : undefined;
+  return useRowsVariant(gpu, opts.variant, what, unfit);
 }
 
 /** Rows per workgroup R = keys per tile BK, with R·D, BK·D and R·BK within the tile capacity. */

@@ -6,7 +6,13 @@
  */
 import src from "../../shaders/logprobs.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
-import { grid1d, type KernelSpec, MAX_LOOP_ITERATIONS, type ParamField } from "../gpu/kernel.ts";
+import {
+  grid1d,
+  type KernelSpec,
+  MAX_LOOP_ITERATIONS,
+  type ParamField,
+  useRowsVariant,
+} from "../gpu/kernel.ts";
 import { rowShards } from "../gpu/shard.ts";
 import { expectShape, type Tensor, type TensorView } from "../gpu/tensor.ts";
 
@@ -66,13 +72,10 @@ export function logprobsForward(
   expectShape(targets, [R], "logprobs.forward targets");
   for (const t of [out.logp, out.lse, out.entropy]) expectShape(t, [R], "logprobs.forward output");
   // The rows kernel's invocations loop twice over V: within the loop budget of CPU adapters.
-  const fits = 2 * V <= MAX_LOOP_ITERATIONS;
-  if (opts.variant === "rows" && !fits) {
-    throw new Error(
-      `logprobs: the rows kernel loops over V twice, at most ${MAX_LOOP_ITERATIONS} times; V = ${V}`,
-    );
-  }
-  const rows = opts.variant === "rows" || (opts.variant !== "workgroup" && batch.gpu.isCpu && fits);
+  const unfit = 2 * V > MAX_LOOP_ITERATIONS
+    ? `the rows kernel loops over V twice, at most ${MAX_LOOP_ITERATIONS} times; V = ${V}`
+    : undefined;
+  const rows = useRowsVariant(batch.gpu, opts.variant, "logprobs", unfit);
   const max = batch.gpu.limits.maxWorkgroupsPerDimension;
   for (const { start, count } of rowShards(batch.gpu, R, [V, 1])) {
     if (count === 0) continue;

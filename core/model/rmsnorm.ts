@@ -10,7 +10,13 @@
  */
 import src from "../../shaders/rmsnorm.wgsl" with { type: "text" };
 import type { Batch } from "../gpu/batch.ts";
-import { grid1d, type KernelSpec, MAX_LOOP_ITERATIONS, type ParamField } from "../gpu/kernel.ts";
+import {
+  grid1d,
+  type KernelSpec,
+  MAX_LOOP_ITERATIONS,
+  type ParamField,
+  useRowsVariant,
+} from "../gpu/kernel.ts";
 import { rowShards } from "../gpu/shard.ts";
 import { expectShape, type Tensor } from "../gpu/tensor.ts";
 
@@ -44,13 +50,10 @@ const ROWS = {
  * channels, which must stay within the loop budget of CPU adapters.
  */
 function useRows(batch: Batch, C: number, variant: RmsnormOptions["variant"]): boolean {
-  const fits = 2 * C <= MAX_LOOP_ITERATIONS;
-  if (variant === "rows" && !fits) {
-    throw new Error(
-      `rmsnorm: the rows kernel loops over C twice, at most ${MAX_LOOP_ITERATIONS} times; C = ${C}`,
-    );
-  }
-  return variant === "rows" || (variant !== "workgroup" && batch.gpu.isCpu && fits);
+  const unfit = 2 * C > MAX_LOOP_ITERATIONS
+    ? `the rows kernel loops over C twice, at most ${MAX_LOOP_ITERATIONS} times; C = ${C}`
+    : undefined;
+  return useRowsVariant(batch.gpu, variant, "rmsnorm", unfit);
 }
 
 /** Options of {@linkcode rmsnormForward}. */
