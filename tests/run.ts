@@ -41,6 +41,11 @@ export interface Summary {
   filteredOut: number;
 }
 
+/** A summary with every count 0. */
+function emptySummary(ok: boolean): Summary {
+  return { ok, passed: 0, passedSteps: 0, failed: 0, failedSteps: 0, ignored: 0, filteredOut: 0 };
+}
+
 /**
  * Parses Deno's summary line, e.g. `ok | 12 passed (3 steps) | 0 failed (1s)` or
  * `FAILED | 1 passed | 2 failed (1 step) | 1 ignored | 4 filtered out (20ms)`; undefined when `line` is not one.
@@ -50,15 +55,7 @@ export function parseSummary(line: string): Summary | undefined {
   // deno-lint-ignore no-control-regex
   const m = /^(ok|FAILED) \| (.*)$/.exec(line.replace(/\x1b\[[0-9;]*m/g, "").trim());
   if (!m) return undefined;
-  const s: Summary = {
-    ok: m[1] === "ok",
-    passed: 0,
-    passedSteps: 0,
-    failed: 0,
-    failedSteps: 0,
-    ignored: 0,
-    filteredOut: 0,
-  };
+  const s = emptySummary(m[1] === "ok");
   let seen = false;
   for (const part of m[2].split(" | ")) {
     const p = /^(\d+) (passed|failed|ignored|filtered out)(?: \((\d+) steps?\))?/.exec(part.trim());
@@ -149,15 +146,7 @@ async function main(): Promise<number> {
     }
   }
 
-  const total: Summary = {
-    ok: true,
-    passed: 0,
-    passedSteps: 0,
-    failed: 0,
-    failedSteps: 0,
-    ignored: 0,
-    filteredOut: 0,
-  };
+  const total = emptySummary(true);
   const problems: string[] = [];
   const filter = values.filter === undefined ? [] : ["--filter", values.filter];
   let next = 0;
@@ -175,12 +164,9 @@ async function main(): Promise<number> {
         problems.push(`${file}: no summary (exit code ${r.code}${r.signal ? `, ${r.signal}` : ""})`);
         continue;
       }
-      total.passed += s.passed;
-      total.passedSteps += s.passedSteps;
-      total.failed += s.failed;
-      total.failedSteps += s.failedSteps;
-      total.ignored += s.ignored;
-      total.filteredOut += s.filteredOut;
+      for (const k of ["passed", "passedSteps", "failed", "failedSteps", "ignored", "filteredOut"] as const) {
+        total[k] += s[k];
+      }
       if (s.failed > 0) problems.push(`${file}: ${s.failed} failed`);
       else if (r.code !== 0) {
         // Every test passed but the process did not exit cleanly (a crash at exit): that is a failure too.
