@@ -444,6 +444,9 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
       const stats = clip.read(batch);
       zeroGrads(batch, grads);
       const optDone = batch.submit();
+      // Both are awaited below; handled now so that when a micro-batch fails, its error is the one reported
+      // instead of the process dying on the optimiser batch's unawaited rejection.
+      for (const p of [optDone, stats]) p.catch(() => {});
       for (const r of await Promise.all(micros)) {
         // A diverged step has already updated the weights in memory; the run stops here and writes nothing.
         if (!Number.isFinite(r.loss)) {
