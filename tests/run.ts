@@ -185,12 +185,12 @@ async function main(): Promise<number> {
   const extra = (total.ignored ? ` | ${total.ignored} ignored` : "") +
     (total.filteredOut ? ` | ${total.filteredOut} filtered out` : "");
   const ok = total.failed === 0;
+  const how =
+    `${duration(performance.now() - start)}, ${files.length} file${files.length === 1 ? "" : "s"}, ` +
+    `${jobs} at a time`;
   console.log(
     `\n${ok ? "ok" : "FAILED"} | ${total.passed} passed${steps(total.passedSteps)} | ${total.failed} failed` +
-      `${steps(total.failedSteps)}${extra} (${duration(performance.now() - start)}, ${files.length} file${
-        files.length === 1 ? "" : "s"
-      }, ` +
-      `${jobs} at a time)`,
+      `${steps(total.failedSteps)}${extra} (${how})`,
   );
   return ok ? 0 : 1;
 }
