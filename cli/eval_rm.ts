@@ -15,6 +15,7 @@ import { exists } from "../core/util/atomic.ts";
 import { type Command, parseFlags, UsageError } from "./command.ts";
 import { rmDir } from "./score.ts";
 import {
+  choiceFlag,
   DEFAULT_POLICY,
   flagHelp,
   flagSpec,
@@ -44,6 +45,11 @@ const FLAGS: [string, string, string | null][] = [
   ["max-new-tokens", "longest sample", "200"],
   ["calculator", "sample with the GSM8K calculator (exact values inside <<expr=…>>)", null],
   ["corruptions", "built-in task: corrupted solutions per problem for the step-level set", "4"],
+  [
+    "label-mode",
+    "built-in task: step labels compared with the PRM: first_error (prefix labels) | independent (each step's own verdict)",
+    "first_error",
+  ],
   ["seed", "seed of the problems, corruptions, samples and the random pick", "0"],
   [
     "samples",
@@ -83,7 +89,9 @@ Evaluates a PRM and/or an ORM on held-out problems:
     reference + corrupted solutions and on policy samples with exact labels; ORM per solution;
   - best-of-N with the policy's samples (temperature 1): PRM-min, PRM-product, PRM-last and ORM reranking vs
     majority vote over extracted answers, a seeded random pick, pass@N (oracle) and the mean single-sample
-    accuracy, for N = 1, 2, 4, … up to --n.
+    accuracy, for N = 1, 2, 4, … up to --n; and the within-problem ROC-AUC of each score (correct vs wrong
+    samples of the same problem, what reranking can use; an AUC over all samples also rewards telling easy
+    problems from hard ones).
 
 Options:
 ${flagHelp(FLAGS)}
@@ -140,6 +148,7 @@ ${flagHelp(FLAGS)}
             calculator: f.calculator === true,
           },
           corruptions: numFlag(cmd, f, "corruptions", 4),
+          labelMode: choiceFlag(cmd, f, "label-mode", ["first_error", "independent"] as const, "first_error"),
           seed,
         });
         const meta = {

@@ -13,6 +13,7 @@ import { loadGsm8k } from "../core/data/gsm8k.ts";
 import { tinyPresetConfig, writeTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { getGpu, type Gpu } from "../core/gpu/device.ts";
 import { loadModel, type Qwen2Model, randomModel, releaseModel, saveModel } from "../core/model/model.ts";
+import type { LabelMode } from "../core/data/step_labels.ts";
 import { isCorrect } from "../core/rewards/answer.ts";
 import { evaluateRewardModels, formatRmReport } from "../core/rm/eval_rm.ts";
 import {
@@ -179,6 +180,8 @@ export async function trainSaveEvaluate(
     evalProblems: number;
     quiet: boolean;
     log: (line: string) => void;
+    /** Step labels of the held-out evaluation (PRM; default first_error). */
+    labelMode?: LabelMode;
   },
 ): Promise<void> {
   const { out, train } = opts;
@@ -192,7 +195,10 @@ export async function trainSaveEvaluate(
   opts.log(`${cmd}: ${res.steps} steps in ${res.seconds.toFixed(1)} s, saved ${joinPath(out, "final")}`);
   if (opts.evalProblems > 0) {
     const held = generateProblems(opts.evalProblems, { seed: train.seed, split: "test" });
-    const report = await evaluateRewardModels(held, { [role]: rewardModel(init.model, init.tokenizer, out) });
+    const report = await evaluateRewardModels(held, {
+      [role]: rewardModel(init.model, init.tokenizer, out),
+      labelMode: opts.labelMode,
+    });
     await write({ kind: "eval", ...report });
     console.log(formatRmReport(report));
   }
@@ -283,6 +289,11 @@ const PRM_FLAGS: [string, string, string | null][] = [
     "builtin",
   ],
   ["labels", "exact (built-in task: labelSteps) | mc (Math-Shepherd rollouts with the policy)", "exact"],
+  [
+    "label-mode",
+    "exact labels: first_error (1 up to the first wrong step, 0 from it on) | independent (each step's own verdict)",
+    "first_error",
+  ],
   ...RM.training,
   ["seed", "seed of problems, corruptions, samples and data order", "0"],
   RM.problems,
@@ -361,6 +372,7 @@ ${flagHelp(PRM_FLAGS)}
       const train = trainFlags(cmd, f, { steps: 300, lr: 5e-4 });
       const labels = choiceFlag(cmd, f, "labels", ["exact", "mc"] as const, "exact");
       const mcMode = choiceFlag(cmd, f, "mc-mode", ["soft", "hard"] as const, "soft");
+      const mode = choiceFlag(cmd, f, "label-mode", ["first_error", "independent"] as const, "first_error");
       const data = (f.data as string | undefined) ?? "builtin";
       const out = (f.out as string | undefined) ?? "runs/prm-tiny";
       const quiet = f.quiet === true;
@@ -403,6 +415,7 @@ ${flagHelp(PRM_FLAGS)}
           examples = builtinStepExamples(problems, {
             corruptions: numFlag(cmd, f, "corruptions", 4),
             seed: train.seed,
+            mode,
           });
           if (policy && perQuestion > 0) {
             log(`${cmd}: sampling ${perQuestion} solutions for each of ${problems.length} problems`);
@@ -423,7 +436,7 @@ ${flagHelp(PRM_FLAGS)}
                 (100 * correct / problems.length).toFixed(1)
               }% of problems`,
             );
-            examples.push(...labelPolicySamples(problems, samples));
+            examples.push(...labelPolicySamples(problems, samples, mode));
           }
         } else {
           // GSM8K-form questions with reference answers: the references and policy samples, labelled by MC.
@@ -464,9 +477,18 @@ ${flagHelp(PRM_FLAGS)}
             (pos / steps).toFixed(3)
           })`,
         );
+        // what the PRM's probabilities mean follows from its labels: recorded next to the step convention
+        init.model.config.raw.prm_training_labels = labelled
+          ? `labels of ${data}`
+          : labels === "mc"
+          ? `Monte Carlo (${mcMode}, ${numFlag(cmd, f, "mc-rollouts", 8)} rollouts per step prefix)`
+          : mode === "first_error"
+          ? "exact, first_error: P(every step up to this one is correct)"
+          : "exact, independent: P(this step is correct on its own)";
         await trainSaveEvaluate(cmd, "prm", init, prmTrainExamples(init.tokenizer, examples), {
           out,
           train,
+          labelMode: labels === "exact" && !labelled ? mode : undefined,
           evalProblems: numFlag(cmd, f, "eval-problems", 200),
           quiet,
           log,

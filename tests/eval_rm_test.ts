@@ -10,6 +10,7 @@ import {
   rocAuc,
   thresholdAccuracy,
   voteAnswer,
+  withinProblemAuc,
 } from "../core/rm/eval_rm.ts";
 
 /** P(s₊ > s₋) + ½ P(s₊ = s₋) over all positive/negative pairs: the definition, O(n²). */
@@ -85,6 +86,10 @@ Deno.test("bestOfN: each selector picks as specified on hand-made groups", () =>
   const r = bestOfN(groups, { seed: 1 });
   const a = r.byN["3"];
   assert.equal(r.problems, 2);
+  // group 0: ✓ sample 1 (min 0.6) vs ✗ 0.2, 0.55 → 2/2; group 1: ✓ 0.1, 0.2 vs ✗ 0.9 → 0/2
+  assert.deepEqual(r.withinProblem.prm_min, { auc: 0.5, pairs: 4, problems: 2 });
+  // ORM: group 0 ✓ 0.2 vs ✗ 0.1, 0.9 → 1/2; group 1 ✓ 0.3, 0.8 vs ✗ 0.1 → 2/2
+  assert.deepEqual(r.withinProblem.orm, { auc: 0.75, pairs: 4, problems: 2 });
   assert.equal(a.prm_min, 0.5);
   assert.equal(a.prm_product, 0);
   assert.equal(a.prm_last, 0);
@@ -142,8 +147,58 @@ Deno.test("formatRmReport prints every section", () => {
     bestOfN: {
       problems: 2,
       byN: { "1": { prm_min: 0.5, majority: 0.5 }, "4": { prm_min: 1, majority: 0.5 } },
+      withinProblem: { prm_min: { auc: 0.625, pairs: 8, problems: 2 } },
     },
   });
   assert.match(text, /PRM step-level\s+n=\s+30\s+pos=\s+40.0%\s+acc=\s+90.0%\s+AUC=0.950/);
   assert.match(text, /prm_min\s+50.0\s+100.0/);
+  assert.match(
+    text,
+    /Within-problem ROC-AUC \(correct vs wrong samples of the same problem: 8 pairs, 2 problems\):\n\s+prm_min 0.625/,
+  );
+});
+
+Deno.test("withinProblemAuc equals rocAuc within each problem, pooled over pairs; difficulty alone gives 0.5", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.array(fc.tuple(fc.integer({ min: 0, max: 5 }), fc.boolean()), { minLength: 1, maxLength: 7 }),
+        { minLength: 1, maxLength: 6 },
+      ),
+      (raw) => {
+        const groups = raw.map((g) => g.map(([v, correct]) => ({ score: v / 5, correct })));
+        const r = withinProblemAuc(groups);
+        let wins = 0, pairs = 0, problems = 0;
+        for (const g of groups) {
+          const np = g.filter((x) => x.correct).length, nn = g.length - np;
+          if (!np || !nn) continue;
+          problems++, pairs += np * nn;
+          wins += np * nn * rocAuc(g.map((x) => x.score), g.map((x) => (x.correct ? 1 : 0)));
+        }
+        assert.equal(r.pairs, pairs);
+        assert.equal(r.problems, problems);
+        if (!pairs) return assert.ok(Number.isNaN(r.auc));
+        assert.ok(Math.abs(r.auc - wins / pairs) < 1e-12, `${r.auc} vs ${wins / pairs}`);
+      },
+    ),
+    { seed: 7, numRuns: 200 },
+  );
+  // a score that only knows the problem's difficulty: perfect AUC over all samples, 0.5 within problems
+  const easy = [{ score: 0.9, correct: true }, { score: 0.9, correct: true }, { score: 0.9, correct: false }];
+  const hard = [{ score: 0.1, correct: false }, { score: 0.1, correct: false }, {
+    score: 0.1,
+    correct: true,
+  }];
+  const all = [...easy, ...hard];
+  assert.equal(rocAuc(all.map((x) => x.score), all.map((x) => (x.correct ? 1 : 0))), 6 / 9);
+  assert.deepEqual(withinProblemAuc([easy, hard]), { auc: 0.5, pairs: 4, problems: 2 });
+  assert.deepEqual(withinProblemAuc([[{ score: 0.2, correct: true }, { score: 0.1, correct: false }]]), {
+    auc: 1,
+    pairs: 1,
+    problems: 1,
+  });
+  assert.throws(
+    () => withinProblemAuc([[{ score: NaN, correct: true }, { score: 0, correct: false }]]),
+    /NaN/,
+  );
 });

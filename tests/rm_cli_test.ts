@@ -52,6 +52,8 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     "none",
     "--corruptions",
     "1",
+    "--label-mode",
+    "independent",
     "--out",
     `${dir}/prm`,
   );
@@ -59,6 +61,7 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
   const prmCfg = JSON.parse(await Deno.readTextFile(`${dir}/prm/final/config.json`));
   assert.deepEqual(prmCfg.architectures, ["Qwen2ForTokenClassification"]);
   assert.equal(prmCfg.prm_step_convention.separator, "\n");
+  assert.match(prmCfg.prm_training_labels, /^exact, independent: /);
   const metrics = (await Deno.readTextFile(`${dir}/prm/metrics.jsonl`)).trim().split("\n").map((l) =>
     JSON.parse(l)
   );
@@ -125,6 +128,10 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     assert.ok(k in r.bestOfN.byN["2"], `best-of-2 has ${k}`);
   }
   assert.equal(r.policy.samples, 4);
+  for (const k of ["prm_min", "prm_product", "prm_last", "orm"]) {
+    const w = r.bestOfN.withinProblem[k];
+    assert.ok(w.pairs >= 0 && w.pairs <= 2 && w.problems <= 2, `within-problem ${k}: ${JSON.stringify(w)}`);
+  }
   // The saved samples replay without the policy and give the same best-of-N table.
   const saved = (await Deno.readTextFile(`${dir}/samples.jsonl`)).trim().split("\n").map((l) =>
     JSON.parse(l)
@@ -138,6 +145,9 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
 Deno.test("reward-model commands: usage errors exit 2, missing models exit 1, both with a message", async () => {
   const mc = await cli("train-prm", "--labels", "mc", "--policy", "none");
   assert.equal(mc.code, 2);
+  const mode = await cli("train-prm", "--label-mode", "prefix", "--policy", "none");
+  assert.equal(mode.code, 2);
+  assert.match(mode.stderr, /label-mode/);
   assert.match(mc.stderr, /--labels mc .* need a policy/);
   const bad = await cli("train-orm", "--steps", "x");
   assert.equal(bad.code, 2);

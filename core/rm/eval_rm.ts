@@ -18,9 +18,14 @@
  *   single sample (expected pass@1).
  * Score ties go to the earliest sample, so every selector is deterministic.
  *
+ * Within-problem ROC-AUC of a solution score (PRM-min, …, ORM): the AUC over (correct, wrong) pairs of samples of
+ * the *same* problem only. It is what reranking can use; an AUC over all samples also credits a score for
+ * telling easy problems from hard ones.
+ *
  * @module
  */
 import type { ArithmeticProblem } from "../data/arithmetic.ts";
+import type { LabelMode } from "../data/step_labels.ts";
 import { Rng } from "../data/rng.ts";
 import type { Qwen2Model } from "../model/model.ts";
 import { extractAnswer, isCorrect } from "../rewards/answer.ts";
@@ -138,6 +143,45 @@ export interface BestOfNResult {
   problems: number;
   /** Accuracy by N, then by selector (selectors needing a missing model are left out). */
   byN: Record<string, Partial<Record<Selector, number>>>;
+  /**
+   * Within-problem ROC-AUC of each scoring selector over all N samples (see {@linkcode withinProblemAuc}): how
+   * well the score tells a problem's correct samples from its wrong ones, which is what reranking needs. An AUC
+   * over all samples also rewards telling easy problems from hard ones, which reranking cannot use.
+   */
+  withinProblem: Partial<Record<"prm_min" | "prm_product" | "prm_last" | "orm", WithinProblemAuc>>;
+}
+
+/** Result of {@linkcode withinProblemAuc}. */
+export interface WithinProblemAuc {
+  /** Pooled AUC (NaN when no problem has both a correct and a wrong sample). */
+  auc: number;
+  /** (correct, wrong) sample pairs of the same problem. */
+  pairs: number;
+  /** Problems with at least one correct and one wrong sample. */
+  problems: number;
+}
+
+/**
+ * Pooled within-problem ROC-AUC: over every pair (c, w) of a correct and a wrong sample *of the same problem*,
+ * the fraction with score(c) > score(w), ties counting ½. 0.5 = the score cannot tell a problem's samples apart.
+ */
+export function withinProblemAuc(groups: readonly { score: number; correct: boolean }[][]): WithinProblemAuc {
+  let wins = 0, pairs = 0, problems = 0;
+  for (const g of groups) {
+    const pos = g.filter((x) => x.correct), neg = g.filter((x) => !x.correct);
+    if (!pos.length || !neg.length) continue;
+    problems++;
+    for (const c of pos) {
+      for (const w of neg) {
+        if (Number.isNaN(c.score) || Number.isNaN(w.score)) {
+          throw new Error("withinProblemAuc: a score is NaN");
+        }
+        wins += c.score > w.score ? 1 : c.score === w.score ? 0.5 : 0;
+        pairs++;
+      }
+    }
+  }
+  return { auc: pairs ? wins / pairs : NaN, pairs, problems };
 }
 
 function argmax(values: readonly number[]): number {
@@ -216,7 +260,18 @@ export function bestOfN(
       SELECTORS.filter((k) => hits[k] !== undefined).map((k) => [k, hits[k]! / groups.length]),
     );
   }
-  return { problems: groups.length, byN };
+  const withinProblem: BestOfNResult["withinProblem"] = {};
+  const within = (score: (x: BestOfNGroup["samples"][number]) => number) =>
+    withinProblemAuc(
+      groups.map((g) => g.samples.map((x) => ({ score: score(x), correct: isCorrect(x.text, g.gold) }))),
+    );
+  if (hasPrm) {
+    for (const k of ["prm_min", "prm_product", "prm_last"] as const) {
+      withinProblem[k] = within((x) => stepAgg[k](x.prm!));
+    }
+  }
+  if (hasOrm) withinProblem.orm = within((x) => x.orm!);
+  return { problems: groups.length, byN, withinProblem };
 }
 
 /** A held-out problem: a built-in one (exact step labels available) or any question with a gold answer. */
@@ -242,6 +297,8 @@ export interface RmEvalOptions {
   sampling?: PolicySampleOptions;
   /** Corrupted solutions per built-in problem for the step-level set (default 4). */
   corruptions?: number;
+  /** Step labels of built-in problems (default "first_error", the prefix labels PRMs are usually trained on). */
+  labelMode?: LabelMode;
   /** Seed of the corruptions, the samples and the random pick (default 0). */
   seed?: number;
   /** Padded tokens per scoring pass. */
@@ -276,7 +333,11 @@ export async function evaluateRewardModels(
   const score = (items: { question: string; steps: string[] }[]) => scorer.score(items);
   const builtin = problems.filter(isBuiltin);
   if (builtin.length) {
-    const ex = builtinStepExamples(builtin, { corruptions: opts.corruptions ?? 4, seed: opts.seed ?? 0 });
+    const ex = builtinStepExamples(builtin, {
+      corruptions: opts.corruptions ?? 4,
+      seed: opts.seed ?? 0,
+      mode: opts.labelMode,
+    });
     const out = await score(ex);
     report.synthetic = { solutions: ex.length, ...metricsOf(ex, out) };
   }
@@ -296,7 +357,7 @@ export async function evaluateRewardModels(
     const flat = problems.flatMap((p, i) =>
       samples[i].map((text) => {
         const steps = isBuiltin(p)
-          ? exactLabels(p, text)
+          ? exactLabels(p, text, opts.labelMode)
           : { steps: itemSteps({ solution: text }), labels: [] };
         return { question: p.question, text, gold: String(p.finalAnswer), ...steps, builtin: isBuiltin(p) };
       })
@@ -373,6 +434,15 @@ export function formatRmReport(r: RmEvalReport): string {
     );
     for (const s of sel) {
       lines.push(`  ${s.padEnd(12)}${ns.map((n) => pct(r.bestOfN!.byN[n][s]).padStart(8)).join("")}`);
+    }
+    const wp = Object.entries(r.bestOfN.withinProblem ?? {});
+    if (wp.length) {
+      const { pairs, problems } = wp[0][1];
+      lines.push(
+        "",
+        `Within-problem ROC-AUC (correct vs wrong samples of the same problem: ${pairs} pairs, ${problems} problems):`,
+        `  ${wp.map(([k, v]) => `${k} ${f3(v.auc)}`).join("  ")}`,
+      );
     }
   }
   return lines.join("\n");

@@ -73,6 +73,7 @@ export {
   SELECTORS,
   thresholdAccuracy,
   voteAnswer,
+  withinProblemAuc,
 } from "./eval_rm.ts";
 export type {
   BestOfNGroup,
@@ -83,4 +84,5 @@ export type {
   RmEvalReport,
   ScoredSample,
   Selector,
+  WithinProblemAuc,
 } from "./eval_rm.ts";
