@@ -6,6 +6,7 @@
  * @module
  */
 import { generateProblems } from "../core/data/arithmetic.ts";
+import { LABEL_MODES } from "../core/data/step_labels.ts";
 import { loadGsm8k } from "../core/data/gsm8k.ts";
 import { getGpu } from "../core/gpu/device.ts";
 import { releaseModel } from "../core/model/model.ts";
@@ -148,7 +149,7 @@ ${flagHelp(FLAGS)}
             calculator: f.calculator === true,
           },
           corruptions: numFlag(cmd, f, "corruptions", 4),
-          labelMode: choiceFlag(cmd, f, "label-mode", ["first_error", "independent"] as const, "first_error"),
+          labelMode: choiceFlag(cmd, f, "label-mode", LABEL_MODES, "first_error"),
           seed,
         });
         const meta = {

@@ -13,7 +13,7 @@ import { loadGsm8k } from "../core/data/gsm8k.ts";
 import { tinyPresetConfig, writeTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { getGpu, type Gpu } from "../core/gpu/device.ts";
 import { loadModel, type Qwen2Model, randomModel, releaseModel, saveModel } from "../core/model/model.ts";
-import type { LabelMode } from "../core/data/step_labels.ts";
+import { LABEL_MODES, type LabelMode } from "../core/data/step_labels.ts";
 import { isCorrect } from "../core/rewards/answer.ts";
 import { evaluateRewardModels, formatRmReport } from "../core/rm/eval_rm.ts";
 import {
@@ -372,7 +372,8 @@ ${flagHelp(PRM_FLAGS)}
       const train = trainFlags(cmd, f, { steps: 300, lr: 5e-4 });
       const labels = choiceFlag(cmd, f, "labels", ["exact", "mc"] as const, "exact");
       const mcMode = choiceFlag(cmd, f, "mc-mode", ["soft", "hard"] as const, "soft");
-      const mode = choiceFlag(cmd, f, "label-mode", ["first_error", "independent"] as const, "first_error");
+      const mcRollouts = numFlag(cmd, f, "mc-rollouts", 8);
+      const mode = choiceFlag(cmd, f, "label-mode", LABEL_MODES, "first_error");
       const data = (f.data as string | undefined) ?? "builtin";
       const out = (f.out as string | undefined) ?? "runs/prm-tiny";
       const quiet = f.quiet === true;
@@ -461,7 +462,6 @@ ${flagHelp(PRM_FLAGS)}
           );
         }
         if (labels === "mc") {
-          const mcRollouts = numFlag(cmd, f, "mc-rollouts", 8);
           log(`${cmd}: Monte Carlo labels, ${mcRollouts} rollouts per step of ${examples.length} solutions`);
           const mc = await monteCarloStepLabels(policy!.model, policy!.tokenizer, examples, {
             ...sampling,
@@ -481,7 +481,7 @@ ${flagHelp(PRM_FLAGS)}
         init.model.config.raw.prm_training_labels = labelled
           ? `labels of ${data}`
           : labels === "mc"
-          ? `Monte Carlo (${mcMode}, ${numFlag(cmd, f, "mc-rollouts", 8)} rollouts per step prefix)`
+          ? `Monte Carlo (${mcMode}, ${mcRollouts} rollouts per step prefix)`
           : mode === "first_error"
           ? "exact, first_error: P(every step up to this one is correct)"
           : "exact, independent: P(this step is correct on its own)";

@@ -44,7 +44,9 @@ export interface LabelReference {
 }
 
 /** How per-step verdicts become labels. */
-export type LabelMode = "first_error" | "independent";
+/** The label modes, in the order CLIs list them (the first is the default). */
+export const LABEL_MODES = ["first_error", "independent"] as const;
+export type LabelMode = typeof LABEL_MODES[number];
 
 /** Why a step is (in)correct; see the module doc for the rules. */
 export type StepVerdict =

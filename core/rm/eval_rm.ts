@@ -148,7 +148,7 @@ export interface BestOfNResult {
    * well the score tells a problem's correct samples from its wrong ones, which is what reranking needs. An AUC
    * over all samples also rewards telling easy problems from hard ones, which reranking cannot use.
    */
-  withinProblem: Partial<Record<"prm_min" | "prm_product" | "prm_last" | "orm", WithinProblemAuc>>;
+  withinProblem: Partial<Record<StepSelector | "orm", WithinProblemAuc>>;
 }
 
 /** Result of {@linkcode withinProblemAuc}. */
@@ -170,12 +170,10 @@ export function withinProblemAuc(groups: readonly { score: number; correct: bool
   for (const g of groups) {
     const pos = g.filter((x) => x.correct), neg = g.filter((x) => !x.correct);
     if (!pos.length || !neg.length) continue;
+    if (g.some((x) => Number.isNaN(x.score))) throw new Error("withinProblemAuc: a score is NaN");
     problems++;
     for (const c of pos) {
       for (const w of neg) {
-        if (Number.isNaN(c.score) || Number.isNaN(w.score)) {
-          throw new Error("withinProblemAuc: a score is NaN");
-        }
         wins += c.score > w.score ? 1 : c.score === w.score ? 0.5 : 0;
         pairs++;
       }
@@ -205,7 +203,11 @@ export function voteAnswer(texts: readonly string[], weights?: readonly number[]
   return best;
 }
 
-const stepAgg: Record<"prm_min" | "prm_product" | "prm_last", (s: readonly number[]) => number> = {
+/** Selectors that rank samples by an aggregate of their PRM step scores. */
+const STEP_SELECTORS = ["prm_min", "prm_product", "prm_last"] as const;
+type StepSelector = typeof STEP_SELECTORS[number];
+
+const stepAgg: Record<StepSelector, (s: readonly number[]) => number> = {
   prm_min: (s) => (s.length ? Math.min(...s) : -Infinity),
   prm_product: (s) => (s.length ? s.reduce((a, x) => a * x, 1) : -Infinity),
   prm_last: (s) => (s.length ? s[s.length - 1] : -Infinity),
@@ -228,21 +230,22 @@ export function bestOfN(
   }
   const hasPrm = groups.every((g) => g.samples.every((s) => s.prm !== undefined));
   const hasOrm = groups.every((g) => g.samples.every((s) => s.orm !== undefined));
+  const correct = groups.map((g) => g.samples.map((x) => isCorrect(x.text, g.gold)));
   const byN: BestOfNResult["byN"] = {};
   for (const n of ns) {
     const rng = new Rng(`best-of-n:${opts.seed ?? 0}:${n}`);
     const hits: Partial<Record<Selector, number>> = {};
     const add = (k: Selector, v: number) => (hits[k] = (hits[k] ?? 0) + v);
-    for (const g of groups) {
+    for (const [gi, g] of groups.entries()) {
       const s = g.samples.slice(0, n);
-      const ok = s.map((x) => isCorrect(x.text, g.gold));
+      const ok = correct[gi].slice(0, n);
       const gold = extractAnswer(g.gold);
       const vote = (k: Selector, w: number[]) => {
         const a = voteAnswer(s.map((x) => x.text), w);
         add(k, a !== null && a === gold ? 1 : 0);
       };
       if (hasPrm) {
-        for (const k of ["prm_min", "prm_product", "prm_last"] as const) {
+        for (const k of STEP_SELECTORS) {
           add(k, ok[argmax(s.map((x) => stepAgg[k](x.prm!)))] ? 1 : 0);
         }
         vote("prm_vote", s.map((x) => Math.max(0, stepAgg.prm_min(x.prm!))));
@@ -263,12 +266,10 @@ export function bestOfN(
   const withinProblem: BestOfNResult["withinProblem"] = {};
   const within = (score: (x: BestOfNGroup["samples"][number]) => number) =>
     withinProblemAuc(
-      groups.map((g) => g.samples.map((x) => ({ score: score(x), correct: isCorrect(x.text, g.gold) }))),
+      groups.map((g, gi) => g.samples.map((x, j) => ({ score: score(x), correct: correct[gi][j] }))),
     );
   if (hasPrm) {
-    for (const k of ["prm_min", "prm_product", "prm_last"] as const) {
-      withinProblem[k] = within((x) => stepAgg[k](x.prm!));
-    }
+    for (const k of STEP_SELECTORS) withinProblem[k] = within((x) => stepAgg[k](x.prm!));
   }
   if (hasOrm) withinProblem.orm = within((x) => x.orm!);
   return { problems: groups.length, byN, withinProblem };
@@ -435,7 +436,7 @@ export function formatRmReport(r: RmEvalReport): string {
     for (const s of sel) {
       lines.push(`  ${s.padEnd(12)}${ns.map((n) => pct(r.bestOfN!.byN[n][s]).padStart(8)).join("")}`);
     }
-    const wp = Object.entries(r.bestOfN.withinProblem ?? {});
+    const wp = Object.entries(r.bestOfN.withinProblem);
     if (wp.length) {
       const { pairs, problems } = wp[0][1];
       lines.push(
