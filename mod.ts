@@ -201,6 +201,7 @@ export {
   scoreSequences,
 } from "./core/model/model.ts";
 export { generate, type GenerateOptions, type GenerateResult } from "./core/model/generate.ts";
+export { appendLayers, type AppendLayersOptions } from "./core/model/grow.ts";
 export {
   calculatorFor,
   calculatorState,

@@ -54,8 +54,9 @@ const FLAGS: [string, string, string | null][] = [
   ["seed", "seed of the problems, corruptions, samples and the random pick", "0"],
   [
     "samples",
-    "JSONL of policy samples {question, samples}: read when it exists (no policy needed), else written after " +
-    "sampling, so several reward models can be compared on the same samples",
+    "JSONL of policy samples {question, samples}: read when it exists (no policy needed; an explicit --policy " +
+    "adds its confidence baseline), else written after sampling, so several reward models can be compared on " +
+    "the same samples",
     "none",
   ],
   ["json", "print the report as one JSON object", null],
@@ -90,9 +91,10 @@ Evaluates a PRM and/or an ORM on held-out problems:
     reference + corrupted solutions and on policy samples with exact labels; ORM per solution;
   - best-of-N with the policy's samples (temperature 1): PRM-min, PRM-product, PRM-last and ORM reranking vs
     majority vote over extracted answers, a seeded random pick, pass@N (oracle) and the mean single-sample
-    accuracy, for N = 1, 2, 4, … up to --n; and the within-problem ROC-AUC of each score (correct vs wrong
-    samples of the same problem, what reranking can use; an AUC over all samples also rewards telling easy
-    problems from hard ones).
+    accuracy, for N = 1, 2, 4, … up to --n; the policy's own confidence as a baseline (policy_logp: the sample
+    with the highest mean token log-prob; logp_vote: votes weighted by exp of it); and the within-problem ROC-AUC
+    of each score (correct vs wrong samples of the same problem, what reranking can use; an AUC over all
+    samples also rewards telling easy problems from hard ones).
 
 Options:
 ${flagHelp(FLAGS)}
@@ -127,7 +129,8 @@ ${flagHelp(FLAGS)}
         const cached = samplesFile && (await exists(samplesFile))
           ? await readSamples(samplesFile, problems)
           : undefined;
-        policy = policyDir && !cached ? await loadPolicy(policyDir, gpu) : null;
+        // With saved samples the policy is only needed for its confidence baseline: load it when named.
+        policy = policyDir && (!cached || f.policy !== undefined) ? await loadPolicy(policyDir, gpu) : null;
         const t0 = performance.now();
         const report = await evaluateRewardModels(problems, {
           prm,
@@ -155,7 +158,9 @@ ${flagHelp(FLAGS)}
         const meta = {
           prm: prmDir,
           orm: ormDir,
-          policy: cached ? `samples from ${samplesFile}` : policyDir,
+          policy: cached
+            ? `samples from ${samplesFile}${policy ? `, confidence of ${policyDir}` : ""}`
+            : policyDir,
           data,
           seconds: (performance.now() - t0) / 1000,
         };

@@ -40,6 +40,7 @@ const RM = rmTrainFlags("orm");
 const ORM_FLAGS: [string, string, string | null][] = [
   ["policy", `policy checkpoint whose samples are labelled; "none" for none`, `${DEFAULT_POLICY} if present`],
   RM.init,
+  RM.addLayers,
   ["data", '"builtin", labelled JSONL {question, steps|solution, label} or GSM8K-form questions', "builtin"],
   ...RM.training,
   ["seed", "seed of problems, samples and data order", "0"],
@@ -128,6 +129,7 @@ ${flagHelp(ORM_FLAGS)}
           seed: train.seed,
           gpu,
           scratch,
+          addLayers: numFlag(cmd, f, "add-layers", 0),
         },
       );
       try {

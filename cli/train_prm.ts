@@ -12,6 +12,7 @@ import { generateProblems } from "../core/data/arithmetic.ts";
 import { loadGsm8k } from "../core/data/gsm8k.ts";
 import { tinyPresetConfig, writeTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { getGpu, type Gpu } from "../core/gpu/device.ts";
+import { appendLayers } from "../core/model/grow.ts";
 import { loadModel, type Qwen2Model, randomModel, releaseModel, saveModel } from "../core/model/model.ts";
 import { LABEL_MODES, type LabelMode } from "../core/data/step_labels.ts";
 import { isCorrect } from "../core/rewards/answer.ts";
@@ -125,24 +126,36 @@ export interface RmInit {
 export async function initRewardModel(
   role: "prm" | "orm",
   init: string,
-  opts: { policyDir: string | null; seed: number; gpu: Gpu; scratch: string },
+  opts: { policyDir: string | null; seed: number; gpu: Gpu; scratch: string; addLayers?: number },
 ): Promise<RmInit> {
   const arch = role === "prm" ? "Qwen2ForTokenClassification" : "Qwen2ForSequenceClassification";
+  const grow = (m: Qwen2Model) => appendLayers(m, opts.addLayers ?? 0, { seed: opts.seed });
+  const more = opts.addLayers ? ` + ${opts.addLayers} new layers` : "";
   const attach = (m: Qwen2Model) =>
-    role === "prm" ? createPrm(m, { seed: opts.seed }) : createOrm(m, { seed: opts.seed });
+    grow(role === "prm" ? createPrm(m, { seed: opts.seed }) : createOrm(m, { seed: opts.seed }));
   if (init === "random") {
     const tokenizerDir = joinPath(opts.scratch, "tiny-tokenizer");
     await writeTinyTokenizer(tokenizerDir);
     const model = attach(randomModel(opts.gpu, tinyPresetConfig(), { seed: opts.seed }));
-    return { model, tokenizer: await loadTokenizer(tokenizerDir), tokenizerDir, from: "random tiny preset" };
+    return {
+      model,
+      tokenizer: await loadTokenizer(tokenizerDir),
+      tokenizerDir,
+      from: `random tiny preset${more}`,
+    };
   }
   const dir = init === "policy" ? opts.policyDir : init;
   if (!dir) throw new UsageError(`train-${role}: --init policy needs a policy (--policy DIR)`);
   const loaded = await loadModel(dir, { gpu: opts.gpu });
   const model = loaded.config.architecture === arch && loaded.config.numLabels === 1
-    ? loaded
+    ? grow(loaded)
     : attach(loaded);
-  return { model, tokenizer: await loadTokenizer(loaded.dir!), tokenizerDir: loaded.dir!, from: dir };
+  return {
+    model,
+    tokenizer: await loadTokenizer(loaded.dir!),
+    tokenizerDir: loaded.dir!,
+    from: `${dir}${more}`,
+  };
 }
 
 /** Appends JSON lines to `<out>/metrics.jsonl` (created fresh). */
@@ -253,6 +266,13 @@ export function rmTrainFlags(kind: "prm" | "orm") {
       'trunk initialisation: "policy", "random" (tiny preset) or a model directory',
       "policy if any, else random",
     ]),
+    addLayers: row([
+      "add-layers",
+      "decoder layers appended on top of the initial trunk (zero output projections, so training starts from " +
+      "its features: depth beyond the policy's lets the reward model compare each token with the policy's " +
+      "prediction of it)",
+      "0",
+    ]),
     /** Output and optimisation: out, steps, lr, warmup-steps, batch-size, weight-decay, max-grad-norm. */
     training: [
       ["out", "output directory: final/ (HF layout) and metrics.jsonl", `runs/${kind}-tiny`],
@@ -283,6 +303,7 @@ const PRM_FLAGS: [string, string, string | null][] = [
     `${DEFAULT_POLICY} if present`,
   ],
   RM.init,
+  RM.addLayers,
   [
     "data",
     '"builtin" (arithmetic train split), labelled JSONL {question, steps|solution, labels} or GSM8K',
@@ -400,6 +421,7 @@ ${flagHelp(PRM_FLAGS)}
           seed: train.seed,
           gpu,
           scratch,
+          addLayers: numFlag(cmd, f, "add-layers", 0),
         },
       );
       try {

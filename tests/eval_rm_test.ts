@@ -202,3 +202,23 @@ Deno.test("withinProblemAuc equals rocAuc within each problem, pooled over pairs
     /NaN/,
   );
 });
+
+Deno.test("bestOfN: the policy-confidence baselines pick and vote by mean log-prob", () => {
+  const withLogp = (gold: string, s: [string, number][]): BestOfNGroup => ({
+    gold,
+    samples: s.map(([text, logp]) => ({ text, logp })),
+  });
+  const groups = [
+    // policy_logp → sample 2 (−0.1) ✓; logp_vote: 7 weighs e^−0.1 ≈ 0.905 < 5's e^−0.5 + e^−0.6 ≈ 1.155 ✗
+    withLogp("7", [["#### 5", -0.5], ["#### 5", -0.6], ["#### 7", -0.1]]),
+    // policy_logp → sample 0 ✗; logp_vote: 3 (e^−0.2 ≈ 0.819) outweighs 4 (e^−1 + e^−1.1 ≈ 0.701) ✗
+    withLogp("4", [["#### 3", -0.2], ["#### 4", -1], ["#### 4", -1.1]]),
+  ];
+  const r = bestOfN(groups, { seed: 0 });
+  assert.equal(r.byN["3"].policy_logp, 0.5);
+  assert.equal(r.byN["3"].logp_vote, 0);
+  assert.equal(r.byN["3"].majority, 0.5);
+  assert.ok(!("prm_min" in r.byN["3"]) && !("orm" in r.byN["3"]));
+  // group 0: ✓ −0.1 beats both ✗ → 2/2; group 1: ✓ −1, −1.1 lose to ✗ −0.2 → 0/2
+  assert.deepEqual(r.withinProblem.policy_logp, { auc: 0.5, pairs: 4, problems: 2 });
+});

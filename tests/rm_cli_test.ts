@@ -54,6 +54,8 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     "1",
     "--label-mode",
     "independent",
+    "--add-layers",
+    "1",
     "--out",
     `${dir}/prm`,
   );
@@ -62,6 +64,8 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
   assert.deepEqual(prmCfg.architectures, ["Qwen2ForTokenClassification"]);
   assert.equal(prmCfg.prm_step_convention.separator, "\n");
   assert.match(prmCfg.prm_training_labels, /^exact, independent: /);
+  assert.equal(prmCfg.num_hidden_layers, 3, "the tiny preset's 2 layers + 1 added");
+  assert.equal(prmCfg.added_layers, 1);
   const metrics = (await Deno.readTextFile(`${dir}/prm/metrics.jsonl`)).trim().split("\n").map((l) =>
     JSON.parse(l)
   );
@@ -78,11 +82,15 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     "1",
     "--max-new-tokens",
     "6",
+    "--add-layers",
+    "2",
     "--out",
     `${dir}/orm`,
   );
   assert.equal(orm.code, 0, orm.stderr);
   const ormCfg = JSON.parse(await Deno.readTextFile(`${dir}/orm/final/config.json`));
+  const policyCfg = JSON.parse(await Deno.readTextFile(`${dir}/policy/config.json`));
+  assert.equal(ormCfg.num_hidden_layers, policyCfg.num_hidden_layers + 2);
   assert.deepEqual(ormCfg.architectures, ["Qwen2ForSequenceClassification"]);
 
   const solution = "He buys 3*4=<<3*4=12>>12 pens.\nHe gives away 5, so 12-5=<<12-5=7>>7 pens.\n#### 7";
@@ -124,11 +132,14 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
   assert.equal(r.problems, 2);
   assert.equal(r.synthetic.solutions, 4);
   assert.deepEqual(Object.keys(r.bestOfN.byN), ["1", "2"]);
-  for (const k of ["prm_min", "prm_product", "prm_last", "orm", "majority", "random", "oracle", "mean"]) {
+  for (
+    const k of ["prm_min", "prm_product", "prm_last", "orm", "policy_logp", "logp_vote", "majority", "random"]
+  ) {
     assert.ok(k in r.bestOfN.byN["2"], `best-of-2 has ${k}`);
   }
+  assert.ok("oracle" in r.bestOfN.byN["2"] && "mean" in r.bestOfN.byN["2"]);
   assert.equal(r.policy.samples, 4);
-  for (const k of ["prm_min", "prm_product", "prm_last", "orm"]) {
+  for (const k of ["prm_min", "prm_product", "prm_last", "orm", "policy_logp"]) {
     const w = r.bestOfN.withinProblem[k];
     assert.ok(w.pairs >= 0 && w.pairs <= 2 && w.problems <= 2, `within-problem ${k}: ${JSON.stringify(w)}`);
   }
@@ -137,9 +148,16 @@ Deno.test("train-prm, train-orm, score and eval-rm run end to end on the tiny pr
     JSON.parse(l)
   );
   assert.deepEqual(saved.map((x) => x.samples.length), [2, 2]);
-  const replay = await evalRm("--policy", "none");
+  const replay = await evalRm("--policy", `${dir}/policy`);
   assert.equal(replay.code, 0, replay.stderr);
   assert.deepEqual(JSON.parse(replay.stdout).bestOfN, r.bestOfN);
+  // Without a policy the replay has no confidence baseline, and the rest of the table is unchanged.
+  const bare = await evalRm("--policy", "none");
+  assert.equal(bare.code, 0, bare.stderr);
+  const b = JSON.parse(bare.stdout).bestOfN;
+  assert.ok(!("policy_logp" in b.byN["2"]) && !("policy_logp" in b.withinProblem));
+  const { policy_logp: _a, logp_vote: _b, ...rest } = r.bestOfN.byN["2"];
+  assert.deepEqual(b.byN["2"], rest);
 });
 
 Deno.test("reward-model commands: usage errors exit 2, missing models exit 1, both with a message", async () => {

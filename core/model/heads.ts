@@ -272,7 +272,7 @@ export function headConfig(
 }
 
 /** Seeded N(0, std²) values (mulberry32 + Box–Muller, as `initParams`). */
-function normal(n: number, seed: number, std: number): Float32Array {
+export function normal(n: number, seed: number, std: number): Float32Array {
   let s = seed >>> 0;
   const uniform = () => {
     s = (s + 0x6d2b79f5) >>> 0;

@@ -14,6 +14,8 @@
  *   `prm_last`: argmax_j s_jK (last step); `orm`: argmax_j ORM score;
  * - `majority`: the most frequent extracted answer (ties: the answer seen first), samples without an answer abstain;
  *   `prm_vote` / `orm_vote`: weighted majority vote, each sample voting with its PRM-min / ORM score;
+ * - baselines from the policy itself (with a policy): `policy_logp`: argmax_j of the mean token log-prob of sample
+ *   j under the policy (its confidence); `logp_vote`: weighted vote with weight exp(mean log-prob);
  * - `random`: a seeded uniform pick; `oracle`: correct if any sample is (pass@N); `mean`: the average accuracy of a
  *   single sample (expected pass@1).
  * Score ties go to the earliest sample, so every selector is deterministic.
@@ -27,11 +29,11 @@
 import type { ArithmeticProblem } from "../data/arithmetic.ts";
 import type { LabelMode } from "../data/step_labels.ts";
 import { Rng } from "../data/rng.ts";
-import type { Qwen2Model } from "../model/model.ts";
+import { type Qwen2Model, scoreSequences } from "../model/model.ts";
 import { extractAnswer, isCorrect } from "../rewards/answer.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import { builtinStepExamples, exactLabels, type PolicySampleOptions, samplePolicy } from "./labels.ts";
-import { itemSteps } from "./prm.ts";
+import { itemSteps, rmPromptText } from "./prm.ts";
 import { type RewardModel, RewardScorer } from "./scorer.ts";
 import type { ScoreOutput } from "./types.ts";
 
@@ -111,6 +113,11 @@ export interface ScoredSample {
   prm?: readonly number[];
   /** ORM score (absent without an ORM). */
   orm?: number;
+  /**
+   * Mean log-probability of the sample's tokens under the policy (absent without one): the policy's own
+   * confidence, the baseline a reward model has to beat when reranking.
+   */
+  logp?: number;
 }
 
 /** N samples of one problem. */
@@ -129,6 +136,8 @@ export const SELECTORS = [
   "orm",
   "prm_vote",
   "orm_vote",
+  "policy_logp",
+  "logp_vote",
   "majority",
   "random",
   "oracle",
@@ -148,7 +157,7 @@ export interface BestOfNResult {
    * well the score tells a problem's correct samples from its wrong ones, which is what reranking needs. An AUC
    * over all samples also rewards telling easy problems from hard ones, which reranking cannot use.
    */
-  withinProblem: Partial<Record<StepSelector | "orm", WithinProblemAuc>>;
+  withinProblem: Partial<Record<StepSelector | "orm" | "policy_logp", WithinProblemAuc>>;
 }
 
 /** Result of {@linkcode withinProblemAuc}. */
@@ -230,6 +239,7 @@ export function bestOfN(
   }
   const hasPrm = groups.every((g) => g.samples.every((s) => s.prm !== undefined));
   const hasOrm = groups.every((g) => g.samples.every((s) => s.orm !== undefined));
+  const hasLogp = groups.every((g) => g.samples.every((s) => s.logp !== undefined));
   const correct = groups.map((g) => g.samples.map((x) => isCorrect(x.text, g.gold)));
   const byN: BestOfNResult["byN"] = {};
   for (const n of ns) {
@@ -254,6 +264,10 @@ export function bestOfN(
         add("orm", ok[argmax(s.map((x) => x.orm!))] ? 1 : 0);
         vote("orm_vote", s.map((x) => x.orm!));
       }
+      if (hasLogp) {
+        add("policy_logp", ok[argmax(s.map((x) => x.logp!))] ? 1 : 0);
+        vote("logp_vote", s.map((x) => Math.exp(x.logp!)));
+      }
       vote("majority", s.map(() => 1));
       add("random", ok[rng.int(0, n - 1)] ? 1 : 0);
       add("oracle", ok.some(Boolean) ? 1 : 0);
@@ -272,6 +286,7 @@ export function bestOfN(
     for (const k of STEP_SELECTORS) withinProblem[k] = within((x) => stepAgg[k](x.prm!));
   }
   if (hasOrm) withinProblem.orm = within((x) => x.orm!);
+  if (hasLogp) withinProblem.policy_logp = within((x) => x.logp!);
   return { problems: groups.length, byN, withinProblem };
 }
 
@@ -284,7 +299,10 @@ export interface RmEvalOptions {
   prm?: RewardModel;
   /** The ORM to evaluate. */
   orm?: RewardModel;
-  /** The policy whose samples are reranked (best-of-N) and labelled (step level on the policy's outputs). */
+  /**
+   * The policy whose samples are reranked (best-of-N) and labelled (step level on the policy's outputs); its mean
+   * token log-prob of each sample (drawn, or given in `samples`) is the `policy_logp` baseline.
+   */
   policy?: { model: Qwen2Model; tokenizer: Tokenizer };
   /** Policy samples given instead of a policy: `samples[i]` are problem i's (N = the shortest list). */
   samples?: readonly (readonly string[])[];
@@ -369,19 +387,51 @@ export async function evaluateRewardModels(
       samples: flat.length,
       ...metricsOf(labelled, labelled.map((f) => out[f.i]), (f) => isCorrect(f.text, f.gold)),
     };
+    const logp = opts.policy ? await policyConfidence(opts.policy, problems, samples) : undefined;
     const ns = opts.ns ?? [...new Set([...[1, 2, 4, 8, 16, 32, 64].filter((k) => k < n), n])];
     report.bestOfN = bestOfN(
       problems.map((p, i) => ({
         gold: String(p.finalAnswer),
         samples: samples[i].map((text, j) => {
           const o = out[i * n + j];
-          return { text, prm: o.stepScores ?? undefined, orm: o.ormScore ?? undefined };
+          return { text, prm: o.stepScores ?? undefined, orm: o.ormScore ?? undefined, logp: logp?.[i][j] };
         }),
       })),
       { ns, seed: opts.seed ?? 0 },
     );
   }
   return report;
+}
+
+/**
+ * Mean log p(token | prefix) of each sample's tokens under the policy, prompted as it was sampled (the chat
+ * template of `rmPromptText`); values the calculator wrote count like the policy's own tokens. Scored in batches
+ * of 64 sequences; an empty sample gets −∞.
+ */
+export async function policyConfidence(
+  policy: { model: Qwen2Model; tokenizer: Tokenizer },
+  problems: readonly { question: string }[],
+  samples: readonly (readonly string[])[],
+): Promise<number[][]> {
+  const { model, tokenizer } = policy;
+  const seqs: { prompt: number; ids: number[] }[] = problems.flatMap((p, i) => {
+    const prompt = tokenizer.encode(rmPromptText(tokenizer, p.question), { addSpecialTokens: false });
+    return samples[i].map((t) => ({
+      prompt: prompt.length,
+      ids: [...prompt, ...tokenizer.encode(t, { addSpecialTokens: false })],
+    }));
+  });
+  const flat: number[] = [];
+  for (let i0 = 0; i0 < seqs.length; i0 += 64) {
+    const chunk = seqs.slice(i0, i0 + 64);
+    const r = await scoreSequences(model, chunk.map((x) => x.ids));
+    chunk.forEach((x, b) => {
+      const lp = r.tokenLogprobs[b].subarray(x.prompt - 1); // log p(x_t | x_<t) for the sample's tokens
+      flat.push(lp.length ? lp.reduce((a, v) => a + v, 0) / lp.length : -Infinity);
+    });
+  }
+  let k = 0;
+  return samples.map((s) => s.map(() => flat[k++]));
 }
 
 /** PRM step metrics and ORM outcome metrics of scored, step-labelled solutions. */

@@ -69,6 +69,7 @@ export {
   classMetrics,
   evaluateRewardModels,
   formatRmReport,
+  policyConfidence,
   rocAuc,
   SELECTORS,
   thresholdAccuracy,
