@@ -44,7 +44,12 @@ const FLAGS: [string, string, string | null][] = [
   ["n", "samples per problem (best-of-N)", "16"],
   ["temperature", "sampling temperature", "1"],
   ["max-new-tokens", "longest sample", "200"],
-  ["calculator", "sample with the GSM8K calculator (exact values inside <<expr=…>>)", null],
+  [
+    "calculator",
+    "sample with the GSM8K calculator (exact values inside <<expr=…>>); with --samples: they were drawn with it " +
+    "(the policy-confidence baseline leaves the calculator's tokens out)",
+    null,
+  ],
   ["corruptions", "built-in task: corrupted solutions per problem for the step-level set", "4"],
   [
     "label-mode",

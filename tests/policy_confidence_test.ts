@@ -11,7 +11,7 @@ import { loadTokenizer } from "../core/tokenizer/tokenizer.ts";
 
 const gpu = await Gpu.create();
 
-Deno.test("policyConfidence is each sample's total token log-prob over its token count, in input order", async () => {
+Deno.test("policyConfidence: mean token log-prob of each sample, in input order; the calculator's tokens left out", async () => {
   const dir = await Deno.makeTempDir({ prefix: "policy_confidence_test_" });
   await writeTinyTokenizer(dir);
   const tokenizer = await loadTokenizer(dir);
@@ -41,6 +41,27 @@ Deno.test("policyConfidence is each sample's total token log-prob over its token
         );
       }
     }
+    // With the calculator, the value and ">>" it writes after "<<12-5=" are not the policy's: left out. The
+    // expected tokens come from the sample's character offsets, not from the calculator's state machine.
+    const text = "12-5=<<12-5=7>>7 eggs.\n#### 7";
+    const [calc] = await policyConfidence({ model, tokenizer }, [problems[1]], [[text]], {
+      calculator: true,
+    });
+    const prompt = tokenizer.encode(rmPromptText(tokenizer, problems[1].question), {
+      addSpecialTokens: false,
+    });
+    const enc = tokenizer.encodeWithOffsets(text, { addSpecialTokens: false });
+    const w0 = text.indexOf("7>>"), w1 = w0 + 3; // the characters the calculator writes
+    const [full] = (await scoreSequences(model, [[...prompt, ...enc.ids]])).tokenLogprobs;
+    let s = 0, n = 0, skipped = 0;
+    enc.offsets.forEach(([a, b], k) => {
+      if (a >= w0 && b <= w1) return void skipped++;
+      s += full[prompt.length - 1 + k], n++;
+    });
+    assert.ok(skipped >= 2, `the tokenizer splits "7>>" into ${skipped} tokens`);
+    assert.ok(Math.abs(calc[0] - s / n) <= 1e-4 + 1e-4 * Math.abs(s / n), `${calc[0]} vs ${s / n}`);
+    const [plain] = await policyConfidence({ model, tokenizer }, [problems[1]], [[text]]);
+    assert.notEqual(plain[0], calc[0]);
   } finally {
     releaseModel(model);
     await Deno.remove(dir, { recursive: true });

@@ -29,6 +29,7 @@
 import type { ArithmeticProblem } from "../data/arithmetic.ts";
 import type { LabelMode } from "../data/step_labels.ts";
 import { Rng } from "../data/rng.ts";
+import { calculatorFor, calculatorWritten } from "../model/calculator.ts";
 import { type Qwen2Model, scoreSequences } from "../model/model.ts";
 import { extractAnswer, isCorrect } from "../rewards/answer.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
@@ -387,7 +388,9 @@ export async function evaluateRewardModels(
       samples: flat.length,
       ...metricsOf(labelled, labelled.map((f) => out[f.i]), (f) => isCorrect(f.text, f.gold)),
     };
-    const logp = opts.policy ? await policyConfidence(opts.policy, problems, samples) : undefined;
+    const logp = opts.policy
+      ? await policyConfidence(opts.policy, problems, samples, { calculator: opts.sampling?.calculator })
+      : undefined;
     const ns = opts.ns ?? [...new Set([...[1, 2, 4, 8, 16, 32, 64].filter((k) => k < n), n])];
     report.bestOfN = bestOfN(
       problems.map((p, i) => ({
@@ -405,15 +408,18 @@ export async function evaluateRewardModels(
 
 /**
  * Mean log p(token | prefix) of each sample's tokens under the policy, prompted as it was sampled (the chat
- * template of `rmPromptText`); values the calculator wrote count like the policy's own tokens. Scored in batches
- * of 64 sequences; an empty sample gets −∞.
+ * template of `rmPromptText`). With `calculator` (samples drawn with the GSM8K calculator) the tokens the
+ * calculator wrote are left out: they are tool output, not the policy's choices. Scored in batches of 64
+ * sequences; a sample without a token of its own gets −∞.
  */
 export async function policyConfidence(
   policy: { model: Qwen2Model; tokenizer: Tokenizer },
   problems: readonly { question: string }[],
   samples: readonly (readonly string[])[],
+  opts: { calculator?: boolean } = {},
 ): Promise<number[][]> {
   const { model, tokenizer } = policy;
+  const table = opts.calculator ? calculatorFor(tokenizer, model.config.vocabSize) : null;
   const seqs: { prompt: number; ids: number[] }[] = problems.flatMap((p, i) => {
     const prompt = tokenizer.encode(rmPromptText(tokenizer, p.question), { addSpecialTokens: false });
     return samples[i].map((t) => ({
@@ -426,8 +432,14 @@ export async function policyConfidence(
     const chunk = seqs.slice(i0, i0 + 64);
     const r = await scoreSequences(model, chunk.map((x) => x.ids));
     chunk.forEach((x, b) => {
-      const lp = r.tokenLogprobs[b].subarray(x.prompt - 1); // log p(x_t | x_<t) for the sample's tokens
-      flat.push(lp.length ? lp.reduce((a, v) => a + v, 0) / lp.length : -Infinity);
+      const written = table ? calculatorWritten(table, x.ids) : null;
+      let sum = 0, n = 0;
+      // tokenLogprobs[t − 1] = log p(x_t | x_<t); the sample's tokens are t = prompt … length − 1.
+      for (let t = x.prompt; t < x.ids.length; t++) {
+        if (written?.[t]) continue;
+        sum += r.tokenLogprobs[b][t - 1], n++;
+      }
+      flat.push(n ? sum / n : -Infinity);
     });
   }
   let k = 0;
