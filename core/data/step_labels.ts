@@ -43,9 +43,9 @@ export interface LabelReference {
   finalAnswer: number | string;
 }
 
-/** How per-step verdicts become labels. */
 /** The label modes, in the order CLIs list them (the first is the default). */
 export const LABEL_MODES = ["first_error", "independent"] as const;
+/** How per-step verdicts become labels. */
 export type LabelMode = typeof LABEL_MODES[number];
 
 /** Why a step is (in)correct; see the module doc for the rules. */
