@@ -3,12 +3,10 @@
  * time, after one type check of them all; it prints each file's report as the file finishes and ends with Deno's
  * own summary line (`ok | N passed (S steps) | N failed (time)`).
  *
- * Why not one `deno test --parallel` process: there every test file is a worker with its own WebGPU instance, and
- * lavapipe's teardown of one file's instance corrupts the C heap the next ones use. Measured on this 2-core
- * machine, a run of six GPU test files aborted after its summary ("corrupted size vs. prev_size in fastbins",
- * exit 134, or a segfault, 139) 5 times in 28 with `--parallel` and 2 in 24 without it; run one file per process,
- * the same files gave 0 crashes in 90 processes (the backtraces end in glibc's free of a Deno worker thread's
- * cache at thread exit, i.e. the heap was corrupted earlier, in another file's teardown).
+ * Why a process per file: a crash, a hang or an abort at exit is then one file's and named as such, and each
+ * file's report is printed whole. (The abort that first made the suite run this way, "corrupted size vs.
+ * prev_size" or "double free" after Deno's summary, was libEGL's destructor racing a thread's exit; `Gpu.create`
+ * now keeps WebGPU off the OpenGL backend, see core/gpu/README.md.)
  *
  * ```sh
  * deno run -A tests/run.ts                      # every *_test.ts under tests/

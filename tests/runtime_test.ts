@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import elementwiseSrc from "../shaders/elementwise.wgsl" with { type: "text" };
 import { Batch, runBatch } from "../core/gpu/batch.ts";
-import { Gpu, NO_ADAPTER_MESSAGE } from "../core/gpu/device.ts";
+import { Gpu, NATIVE_BACKENDS, NO_ADAPTER_MESSAGE } from "../core/gpu/device.ts";
 import { readF32, upload } from "../core/gpu/io.ts";
 import type { KernelSpec } from "../core/gpu/kernel.ts";
 import { Tensor } from "../core/gpu/tensor.ts";
@@ -164,4 +164,33 @@ Deno.test("Gpu.create without an adapter names the missing driver", async () => 
     delete (gpuApi as { requestAdapter?: unknown }).requestAdapter;
   }
   assert.equal(typeof navigator.gpu.requestAdapter, "function");
+});
+
+Deno.test("Gpu.create keeps WebGPU off the OpenGL backend (libEGL's destructor races thread exit) unless told", async () => {
+  // A fresh process per case: WebGPU reads DENO_WEBGPU_BACKEND once, when it starts.
+  const device = new URL("../core/gpu/device.ts", import.meta.url).href;
+  const probe = `import { Gpu } from ${JSON.stringify(device)};
+    const gpu = await Gpu.create();
+    const maps = Deno.build.os === "linux" ? Deno.readTextFileSync("/proc/self/maps") : "";
+    console.log(JSON.stringify({ backend: Deno.env.get("DENO_WEBGPU_BACKEND"), egl: /libEGL/.test(maps) }));`;
+  const run = async (backend: string | undefined) => {
+    const env: Record<string, string> = {};
+    for (const k of ["PATH", "HOME", "DENO_DIR", "XDG_RUNTIME_DIR", "XDG_CACHE_HOME"]) {
+      const v = Deno.env.get(k);
+      if (v !== undefined) env[k] = v;
+    }
+    if (backend !== undefined) env.DENO_WEBGPU_BACKEND = backend;
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", "--ext=ts", probe],
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const out = new TextDecoder().decode(r.stdout), err = new TextDecoder().decode(r.stderr);
+    assert.equal(r.code, 0, err);
+    return JSON.parse(out.trim().split("\n").at(-1)!) as { backend: string; egl: boolean };
+  };
+  assert.deepEqual(await run(undefined), { backend: NATIVE_BACKENDS, egl: false });
+  assert.equal((await run("vulkan")).backend, "vulkan"); // a value the user set is kept
 });

@@ -44,7 +44,7 @@ export interface GpuLimits {
 /** Message used when no WebGPU adapter can be found. */
 export const NO_ADAPTER_MESSAGE =
   "No WebGPU adapter found: install a Vulkan driver (on a machine without a GPU: apt-get install mesa-vulkan-drivers) " +
-  "or run on a machine with a GPU";
+  "or run on a machine with a GPU (with only an OpenGL driver: set DENO_WEBGPU_BACKEND=gl)";
 
 /** One WebGPU device with the project's runtime services attached. */
 export class Gpu {
@@ -85,8 +85,13 @@ export class Gpu {
     });
   }
 
-  /** Requests an adapter and a device with the adapter's maximum buffer limits. */
+  /**
+   * Requests an adapter and a device with the adapter's maximum buffer limits. Unless `DENO_WEBGPU_BACKEND` is
+   * set, it first limits WebGPU to the native backends ({@linkcode NATIVE_BACKENDS}); that takes effect when
+   * nothing in the process has used WebGPU yet.
+   */
   static async create(opts: GpuOptions = {}): Promise<Gpu> {
+    preferNativeBackends();
     if (typeof navigator === "undefined" || !navigator.gpu) throw new Error(NO_ADAPTER_MESSAGE);
     const adapter = await navigator.gpu.requestAdapter({ powerPreference: opts.powerPreference });
     if (!adapter) throw new Error(NO_ADAPTER_MESSAGE);
@@ -132,6 +137,30 @@ export class Gpu {
     this.pool.clear();
     this.device.destroy();
   }
+}
+
+/**
+ * The WebGPU backends the project asks for unless `DENO_WEBGPU_BACKEND` says otherwise: Vulkan, Metal and D3D12,
+ * not OpenGL.
+ *
+ * Why: wgpu initialises every backend it is allowed, and its OpenGL backend loads `libEGL.so.1` even when the
+ * adapter used is a Vulkan one. At process exit glibc runs libEGL's destructor on the main thread while a worker
+ * thread frees its thread-local data, and the two free the same block: the process aborts ("double free or
+ * corruption", exit 134) *after* it has finished its work. Measured on lavapipe (core dump: `_dl_fini` →
+ * libEGL's destructor on one thread, `__nptl_deallocate_tsd` → `free` on another), about 1 process in 120
+ * that had used the GPU. Without the OpenGL backend libEGL is never loaded. A machine whose only driver is OpenGL
+ * can still be used with `DENO_WEBGPU_BACKEND=gl`.
+ */
+export const NATIVE_BACKENDS = "vulkan,metal,dx12";
+
+/**
+ * Sets `DENO_WEBGPU_BACKEND` to {@linkcode NATIVE_BACKENDS} when it is unset (WebGPU reads it when it starts).
+ * Without permission to read and write it (no prompt is shown), WebGPU keeps its default backends.
+ */
+function preferNativeBackends(): void {
+  const variable = "DENO_WEBGPU_BACKEND";
+  if (Deno.permissions.querySync({ name: "env", variable }).state !== "granted") return;
+  if (Deno.env.get(variable) === undefined) Deno.env.set(variable, NATIVE_BACKENDS);
 }
 
 let shared: Promise<Gpu> | undefined;
