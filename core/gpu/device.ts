@@ -148,8 +148,9 @@ export class Gpu {
  * thread frees its thread-local data, and the two free the same block: the process aborts ("double free or
  * corruption", exit 134) *after* it has finished its work. Measured on lavapipe (core dump: `_dl_fini` →
  * libEGL's destructor on one thread, `__nptl_deallocate_tsd` → `free` on another), about 1 process in 120
- * that had used the GPU. Without the OpenGL backend libEGL is never loaded. A machine whose only driver is OpenGL
- * can still be used with `DENO_WEBGPU_BACKEND=gl`.
+ * that had used the GPU. Without the OpenGL backend wgpu does not load libEGL (NVIDIA's Vulkan driver loads it
+ * itself; no abort was seen there). A machine whose only driver is OpenGL can still be used with
+ * `DENO_WEBGPU_BACKEND=gl`.
  */
 export const NATIVE_BACKENDS = "vulkan,metal,dx12";
 
