@@ -229,7 +229,17 @@ export {
 export { philox4x32, sampleTokensRef, samplingRandom } from "./core/ref/sampling_ref.ts";
 
 // Matmul
-export { canBindTextures, matmul, matmulDims, type MatmulOptions } from "./core/ops/matmul.ts";
+export {
+  canBindTextures,
+  checkTile,
+  DEFAULT_GPU_TILE,
+  GPU_TILES,
+  type GpuTile,
+  matmul,
+  matmulDims,
+  type MatmulOptions,
+  tileName,
+} from "./core/ops/matmul.ts";
 export { matmulRef } from "./core/ref/matmul_ref.ts";
 
 // Training: LM loss, SFT, evaluation, the tiny preset

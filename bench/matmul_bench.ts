@@ -19,7 +19,7 @@ import { Batch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { upload } from "../core/gpu/io.ts";
 import { Tensor } from "../core/gpu/tensor.ts";
-import { matmul, type MatmulOptions } from "../core/ops/matmul.ts";
+import { DEFAULT_GPU_TILE, type GpuTile, matmul, type MatmulOptions, tileName } from "../core/ops/matmul.ts";
 import { median, type Row } from "./table.ts";
 
 /** Options of {@linkcode benchMatmul}. */
@@ -36,6 +36,10 @@ export interface MatmulBenchOptions {
   layouts?: ("nn" | "nt" | "tn" | "tt")[];
   /** Kernel family override (default: by adapter). */
   variant?: MatmulOptions["variant"];
+  /** Tile configuration of the GPU kernel (default `DEFAULT_GPU_TILE`). */
+  tile?: GpuTile;
+  /** Shapes `[name, M, K, N]` to run instead of {@linkcode MATMUL_CASES}. */
+  shapes?: [string, number, number, number][];
 }
 
 /** Benchmark shapes `[name, M, K, N]`. */
@@ -68,14 +72,15 @@ export async function benchMatmul(opts: MatmulBenchOptions = {}): Promise<Row[]>
   const trials = opts.trials ?? 5;
   const rows: Row[] = [];
   try {
-    for (const [name, M, K, N] of MATMUL_CASES) {
+    for (const [name, M, K, N] of opts.shapes ?? MATMUL_CASES) {
       if (opts.cases && !opts.cases.includes(name)) continue;
       for (const layout of opts.layouts ?? ["nn", "nt", "tn"]) {
         const transA = layout[0] === "t", transB = layout[1] === "t";
         const a = patterned(gpu, transA ? [K, M] : [M, K], "a", 1);
         const b = patterned(gpu, transB ? [N, K] : [K, N], "b", 2);
         const out = new Tensor(gpu, [M, N], "f32", "out");
-        const record = (batch: Batch) => matmul(batch, { out, a, b, transA, transB, variant: opts.variant });
+        const record = (batch: Batch) =>
+          matmul(batch, { out, a, b, transA, transB, variant: opts.variant, tile: opts.tile });
         await run(gpu, 1, record); // warm-up: compiles the kernels
         const second = await run(gpu, 1, record);
         const reps = opts.reps ?? Math.max(1, Math.min(50, Math.round(0.2 / Math.max(second, 1e-4))));
@@ -93,7 +98,9 @@ export async function benchMatmul(opts: MatmulBenchOptions = {}): Promise<Row[]>
         const best = Math.max(median(marginal) > 0 ? median(marginal) : avg, avg / 2);
         const family = (opts.variant ?? "auto") === "auto" ? (gpu.isCpu ? "cpu" : "tiled") : opts.variant!;
         const textures = (Batch as unknown as { textureBindings?: boolean }).textureBindings === true;
-        const kernel = family === "cpu" ? (textures ? "cpu/texture" : "cpu/buffer") : family;
+        const kernel = family === "cpu"
+          ? (textures ? "cpu/texture" : "cpu/buffer")
+          : `tiled ${tileName(opts.tile ?? DEFAULT_GPU_TILE)}`;
         const flop = 2 * M * N * K;
         rows.push({
           case: name,
@@ -113,9 +120,20 @@ export async function benchMatmul(opts: MatmulBenchOptions = {}): Promise<Row[]>
 }
 
 if (import.meta.main) {
+  // deno run -A bench/matmul_bench.ts [case names...] [--tiles]: --tiles times every GPU_TILES configuration of the
+  // GPU kernel (to choose DEFAULT_GPU_TILE for an adapter), not just the default kernel.
   const { formatTable } = await import("./table.ts");
+  const { GPU_TILES } = await import("../core/ops/matmul.ts");
   const gpu = await Gpu.create();
-  const cases = Deno.args.length > 0 ? Deno.args : undefined;
-  console.log(formatTable(`matmul on ${gpu.adapterName}`, await benchMatmul({ gpu, cases })));
+  const names = Deno.args.filter((a) => a !== "--tiles");
+  const cases = names.length > 0 ? names : undefined;
+  if (Deno.args.includes("--tiles")) {
+    for (const [name, tile] of Object.entries(GPU_TILES)) {
+      const rows = await benchMatmul({ gpu, cases, variant: "tiled", tile });
+      console.log(formatTable(`matmul, tile ${name}, on ${gpu.adapterName}`, rows));
+    }
+  } else {
+    console.log(formatTable(`matmul on ${gpu.adapterName}`, await benchMatmul({ gpu, cases })));
+  }
   gpu.destroy();
 }

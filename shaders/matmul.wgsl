@@ -3,9 +3,10 @@
 // dB = dCᵀ·A (tn, accumulated into the weight gradient) — the same kernels with other transposes.
 //
 // Entry points:
-// - tiled: workgroup-memory tiled kernel for real GPUs. 64×64 C tile per workgroup of 16×16 invocations, 4×4
-//   outputs per invocation, K in steps of 16 through workgroup memory. Reads the tensors directly (row strides,
-//   element offsets and batch strides as parameters), any shape.
+// - tiled: workgroup-memory tiled kernel for real GPUs. A BM×BN C tile per workgroup of (BN/TN)×(BM/TM)
+//   invocations, TM×TN outputs per invocation, K in steps of BK through workgroup memory (the constants below;
+//   core/ops/matmul.ts picks a configuration per shape). Reads the tensors directly (row strides, element offsets
+//   and batch strides as parameters), any shape.
 // - pack_texture / pack_buffer: copy a (rows, cols) block of a row-major matrix into the packed layout the CPU
 //   kernel (core/ops/matmul_codegen.ts) reads: texels of 4 consecutive elements of a row, zero outside the block.
 //   pack_texture4 / pack_buffer4: the same reading the source as vec4 (offset, row and batch strides multiples of 4).
@@ -16,10 +17,14 @@ override WG: u32 = 64u; // invocations per workgroup of the pack entry points
 override TRANS_A: bool = false; // tiled: A is stored (K, M)
 override TRANS_B: bool = false; // tiled: B is stored (N, K)
 
-const BM: u32 = 64u; // tiled: C tile rows
-const BN: u32 = 64u; // tiled: C tile columns
-const BK: u32 = 16u; // tiled: K step
-const TT: u32 = 4u; // tiled: outputs per invocation along each axis
+// tiled: the tile configuration; core/ops/matmul.ts rewrites these five lines per configuration (GPU_TILES)
+const BM: u32 = 64u; // C tile rows per workgroup
+const BN: u32 = 64u; // C tile columns per workgroup
+const BK: u32 = 16u; // K step staged through workgroup memory
+const TM: u32 = 4u; // C rows per invocation (a multiple of 4)
+const TN: u32 = 4u; // C columns per invocation (a multiple of 4)
+const WX: u32 = BN / TN; // invocations per workgroup along N
+const WY: u32 = BM / TM; // invocations per workgroup along M
 
 struct Params {
   M: u32, // rows of C
@@ -59,8 +64,8 @@ struct PackParams {
 @group(0) @binding(7) var<storage, read_write> dstBuf: array<vec4<f32>>;
 @group(0) @binding(8) var<storage, read> src4: array<vec4<f32>>;
 
-var<workgroup> As: array<f32, 1024>; // [BK][BM]: As[k * BM + m]
-var<workgroup> Bs: array<f32, 1024>; // [BK][BN]: Bs[k * BN + n]
+var<workgroup> As: array<vec4<f32>, BK * BM / 4u>; // [BK][BM/4]: As[k * BM/4 + m/4][m % 4]
+var<workgroup> Bs: array<vec4<f32>, BK * BN / 4u>; // [BK][BN/4]: Bs[k * BN/4 + n/4][n % 4]
 
 // A[m, k] of batch z, 0 outside
 fn loadA(z: u32, m: u32, k: u32) -> f32 {
@@ -76,62 +81,74 @@ fn loadB(z: u32, k: u32, n: u32) -> f32 {
   return b[p.offB + z * p.strideB + k * p.ldb + n];
 }
 
-// C = op(A)·op(B) [+ C] [+ bias]; dispatch [ceil(N/64), ceil(M/64), batches]
-@compute @workgroup_size(16, 16)
+// C = op(A)·op(B) [+ C] [+ bias]; dispatch [ceil(N/BN), ceil(M/BM), batches].
+// Invocation (tx, ty) owns TM rows × TN columns of the workgroup's C tile, as TM/4 × TN/4 blocks of 4×4: rows
+// 4·(i4·WY + ty) + r and columns 4·(j4·WX + tx) + c, so neighbouring invocations read neighbouring vec4s of the
+// staged tiles (no bank conflicts) and every vec4 read from workgroup memory feeds 4 (A) or TM (B) FMAs.
+@compute @workgroup_size(WX, WY)
 fn tiled(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
-  let tid = lid.y * 16u + lid.x;
+  let tid = lid.y * WX + lid.x;
   let m0 = wid.y * BM;
   let n0 = wid.x * BN;
   let z = wid.z;
-  var acc: array<f32, 16>;
+  var acc: array<vec4<f32>, TM * TN / 4u>; // acc[i * (TN / 4) + j4]: row i of the invocation, column block j4
   for (var k0 = 0u; k0 < p.K; k0 += BK) {
-    // each invocation stages 4 elements of each tile; the fast index follows the stored layout (coalesced)
-    for (var i = 0u; i < 4u; i++) {
-      let e = tid + i * 256u;
+    // stage the (BM, BK) block of A and the (BK, BN) block of B; the fast index follows the stored layout
+    for (var e = tid; e < BM * BK; e += WX * WY) {
+      var mm: u32;
+      var kk: u32;
       if (TRANS_A) {
-        let kk = e / BM;
-        let mm = e % BM;
-        As[kk * BM + mm] = loadA(z, m0 + mm, k0 + kk);
+        kk = e / BM;
+        mm = e % BM;
       } else {
-        let mm = e / BK;
-        let kk = e % BK;
-        As[kk * BM + mm] = loadA(z, m0 + mm, k0 + kk);
+        mm = e / BK;
+        kk = e % BK;
       }
+      As[kk * (BM / 4u) + mm / 4u][mm % 4u] = loadA(z, m0 + mm, k0 + kk);
+    }
+    for (var e = tid; e < BK * BN; e += WX * WY) {
+      var nn: u32;
+      var kk: u32;
       if (TRANS_B) {
-        let nn = e / BK;
-        let kk = e % BK;
-        Bs[kk * BN + nn] = loadB(z, k0 + kk, n0 + nn);
+        nn = e / BK;
+        kk = e % BK;
       } else {
-        let kk = e / BN;
-        let nn = e % BN;
-        Bs[kk * BN + nn] = loadB(z, k0 + kk, n0 + nn);
+        kk = e / BN;
+        nn = e % BN;
       }
+      Bs[kk * (BN / 4u) + nn / 4u][nn % 4u] = loadB(z, k0 + kk, n0 + nn);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < BK; kk++) {
-      let av = vec4<f32>(As[kk * BM + lid.y * TT], As[kk * BM + lid.y * TT + 1u], As[kk * BM + lid.y * TT + 2u],
-        As[kk * BM + lid.y * TT + 3u]);
-      let bv = vec4<f32>(Bs[kk * BN + lid.x * TT], Bs[kk * BN + lid.x * TT + 1u], Bs[kk * BN + lid.x * TT + 2u],
-        Bs[kk * BN + lid.x * TT + 3u]);
-      for (var i = 0u; i < 4u; i++) {
-        for (var j = 0u; j < 4u; j++) {
-          acc[i * 4u + j] = fma(av[i], bv[j], acc[i * 4u + j]);
+      for (var i4 = 0u; i4 < TM / 4u; i4++) {
+        let av = As[kk * (BM / 4u) + i4 * WY + lid.y];
+        for (var j4 = 0u; j4 < TN / 4u; j4++) {
+          let bv = Bs[kk * (BN / 4u) + j4 * WX + lid.x];
+          for (var r = 0u; r < 4u; r++) {
+            let i = (i4 * 4u + r) * (TN / 4u) + j4;
+            acc[i] = fma(vec4<f32>(av[r]), bv, acc[i]);
+          }
         }
       }
     }
     workgroupBarrier();
   }
-  for (var i = 0u; i < 4u; i++) {
-    let m = m0 + lid.y * TT + i;
-    if (m >= p.M) { continue; }
-    for (var j = 0u; j < 4u; j++) {
-      let n = n0 + lid.x * TT + j;
-      if (n >= p.N) { continue; }
-      let idx = p.offC + z * p.strideC + m * p.ldc + n;
-      var v = acc[i * 4u + j];
-      if ((p.flags & 2u) != 0u) { v += bias[p.offBias + n]; }
-      if ((p.flags & 1u) != 0u) { v += c[idx]; }
-      c[idx] = v;
+  for (var i4 = 0u; i4 < TM / 4u; i4++) {
+    for (var r = 0u; r < 4u; r++) {
+      let m = m0 + (i4 * WY + lid.y) * 4u + r;
+      if (m >= p.M) { continue; }
+      for (var j4 = 0u; j4 < TN / 4u; j4++) {
+        let v4 = acc[(i4 * 4u + r) * (TN / 4u) + j4];
+        for (var cc = 0u; cc < 4u; cc++) {
+          let n = n0 + (j4 * WX + lid.x) * 4u + cc;
+          if (n >= p.N) { continue; }
+          let idx = p.offC + z * p.strideC + m * p.ldc + n;
+          var v = v4[cc];
+          if ((p.flags & 2u) != 0u) { v += bias[p.offBias + n]; }
+          if ((p.flags & 1u) != 0u) { v += c[idx]; }
+          c[idx] = v;
+        }
+      }
     }
   }
 }

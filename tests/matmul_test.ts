@@ -4,7 +4,7 @@ import { Batch, runBatch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { readF32, upload } from "../core/gpu/io.ts";
 import { Tensor } from "../core/gpu/tensor.ts";
-import { canBindTextures, matmul, type MatmulOptions } from "../core/ops/matmul.ts";
+import { canBindTextures, checkTile, GPU_TILES, matmul, type MatmulOptions } from "../core/ops/matmul.ts";
 import { planChunks } from "../core/ops/matmul_plan.ts";
 import { matmulRef } from "../core/ref/matmul_ref.ts";
 import { assertClose, type Tolerance } from "./util/close.ts";
@@ -43,7 +43,7 @@ interface Case {
   seed: number;
 }
 
-type Variant = Pick<MatmulOptions, "variant" | "cpuSource">;
+type Variant = Pick<MatmulOptions, "variant" | "cpuSource" | "tile">;
 
 /** Runs one case on `g` and compares every output element with the f64 reference. */
 async function check(g: Gpu, c: Case, v: Variant): Promise<void> {
@@ -148,6 +148,37 @@ for (const [name, v, skip, numRuns, layouts] of variants) {
     },
   });
 }
+
+Deno.test("every tile configuration of the GPU kernel matches the reference (ragged, batched, bias, accumulate)", async () => {
+  for (const [name, tile] of Object.entries(GPU_TILES)) {
+    const v: Variant = { variant: "tiled", tile };
+    for (const [transA, transB] of ALL) {
+      // sizes straddling the 64- and 128-wide tiles and a K that is not a multiple of bk
+      const base = { batches: 2, transA, transB, sharedB: transA, bias: true, accumulate: true, seed: 3 };
+      await check(gpu, { ...base, M: 131, N: 67, K: 21 }, v);
+      await check(gpu, { ...base, M: 5, N: 129, K: 3, batches: 1 }, v);
+    }
+    await fc.assert(fc.asyncProperty(arbCase(300_000), (c) => check(gpu, c, v)), { seed: 20261, numRuns: 4 })
+      .catch((e) => {
+        throw new Error(`tile ${name}: ${e instanceof Error ? e.message : e}`);
+      });
+  }
+});
+
+Deno.test("tile configurations the device cannot run are rejected with the reason", () => {
+  const limits = { maxInvocationsPerWorkgroup: 256, maxWorkgroupStorageSize: 16384 };
+  for (const tile of Object.values(GPU_TILES)) checkTile(tile, limits);
+  const cases: [Partial<typeof GPU_TILES[string]>, RegExp][] = [
+    [{ tm: 6 }, /multiples of 4/],
+    [{ bm: 66 }, /bm a multiple of tm/],
+    [{ bm: 256, bn: 256, tm: 4, tn: 4 }, /4096 invocations per workgroup, the device allows 256/],
+    [{ bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 }, /32768 bytes of workgroup memory, the device allows 16384/],
+    [{ bk: 0 }, /bk = 0, expected a positive integer/],
+  ];
+  for (const [change, message] of cases) {
+    assert.throws(() => checkTile({ ...GPU_TILES["64x64x16/4x4"], ...change }, limits), message);
+  }
+});
 
 Deno.test("matmul of a few million elements (default kernel) matches the reference on sampled rows", async () => {
   const M = 1500, K = 2048, N = 1100; // A 3.1M, C 1.65M elements
