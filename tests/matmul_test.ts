@@ -166,7 +166,12 @@ Deno.test("every tile configuration of the GPU kernel matches the reference (rag
 });
 
 Deno.test("tile configurations the device cannot run are rejected with the reason", () => {
-  const limits = { maxInvocationsPerWorkgroup: 256, maxWorkgroupStorageSize: 16384 };
+  const limits = {
+    maxInvocationsPerWorkgroup: 256,
+    maxWorkgroupStorageSize: 16384,
+    maxWorkgroupSizeX: 64,
+    maxWorkgroupSizeY: 64,
+  };
   for (const tile of Object.values(GPU_TILES)) checkTile(tile, limits);
   const cases: [Partial<typeof GPU_TILES[string]>, RegExp][] = [
     [{ tm: 6 }, /multiples of 4/],
@@ -174,6 +179,7 @@ Deno.test("tile configurations the device cannot run are rejected with the reaso
     [{ bm: 256, bn: 256, tm: 4, tn: 4 }, /4096 invocations per workgroup, the device allows 256/],
     [{ bm: 128, bn: 128, bk: 32, tm: 8, tn: 8 }, /32768 bytes of workgroup memory, the device allows 16384/],
     [{ bk: 0 }, /bk = 0, expected a positive integer/],
+    [{ bm: 4, bn: 512, tm: 4, tn: 4 }, /a 128×1 workgroup, the device allows 64×64/],
   ];
   for (const [change, message] of cases) {
     assert.throws(() => checkTile({ ...GPU_TILES["64x64x16/4x4"], ...change }, limits), message);

@@ -99,7 +99,12 @@ export const DEFAULT_GPU_TILE: GpuTile = GPU_TILES["64x64x16/4x4"];
 /** Throws unless `t` is a tile configuration the GPU kernel can run within `limits`. */
 export function checkTile(
   t: GpuTile,
-  limits: { maxInvocationsPerWorkgroup: number; maxWorkgroupStorageSize: number },
+  limits: {
+    maxInvocationsPerWorkgroup: number;
+    maxWorkgroupStorageSize: number;
+    maxWorkgroupSizeX?: number;
+    maxWorkgroupSizeY?: number;
+  },
 ): void {
   const bad = (why: string) => {
     throw new Error(`matmul: tile ${tileName(t)} ${why}`);
@@ -109,7 +114,12 @@ export function checkTile(
   }
   if (t.tm % 4 || t.tn % 4) bad("needs tm and tn to be multiples of 4");
   if (t.bm % t.tm || t.bn % t.tn) bad("needs bm a multiple of tm and bn a multiple of tn");
-  const threads = (t.bm / t.tm) * (t.bn / t.tn);
+  const wx = t.bn / t.tn, wy = t.bm / t.tm, threads = wx * wy;
+  if (wx > (limits.maxWorkgroupSizeX ?? Infinity) || wy > (limits.maxWorkgroupSizeY ?? Infinity)) {
+    bad(
+      `has a ${wx}×${wy} workgroup, the device allows ${limits.maxWorkgroupSizeX}×${limits.maxWorkgroupSizeY}`,
+    );
+  }
   if (threads > limits.maxInvocationsPerWorkgroup) {
     bad(`has ${threads} invocations per workgroup, the device allows ${limits.maxInvocationsPerWorkgroup}`);
   }
@@ -256,7 +266,12 @@ export function matmul(batch: Batch, opts: MatmulOptions): void {
 function runTiled(batch: Batch, opts: MatmulOptions, d: MatmulDims, plan: ChunkPlan): void {
   const al = Math.max(1, batch.gpu.limits.storageOffsetAlignment / 4);
   const tile = opts.tile ?? DEFAULT_GPU_TILE;
-  checkTile(tile, batch.gpu.limits);
+  const dl = batch.gpu.device.limits;
+  checkTile(tile, {
+    ...batch.gpu.limits,
+    maxWorkgroupSizeX: dl.maxComputeWorkgroupSizeX,
+    maxWorkgroupSizeY: dl.maxComputeWorkgroupSizeY,
+  });
   const spec = tiledSpec(d.transA, d.transB, tile);
   const lda = d.transA ? d.M : d.K, ldb = d.transB ? d.K : d.N;
   for (const ch of plan.chunks) {
