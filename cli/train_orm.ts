@@ -8,15 +8,8 @@
  */
 import { generateProblems } from "../core/data/arithmetic.ts";
 import { loadGsm8k } from "../core/data/gsm8k.ts";
-import { getGpu } from "../core/gpu/device.ts";
-import { releaseModel } from "../core/model/model.ts";
 import { isCorrect } from "../core/rewards/answer.ts";
-import {
-  builtinStepExamples,
-  type OutcomeExample,
-  outcomeExamples,
-  samplePolicy,
-} from "../core/rm/labels.ts";
+import { builtinStepExamples, type OutcomeExample, outcomeExamples } from "../core/rm/labels.ts";
 import { itemSteps } from "../core/rm/prm.ts";
 import { ormTrainExamples } from "../core/rm/train_rm.ts";
 import { exists } from "../core/util/atomic.ts";
@@ -26,11 +19,9 @@ import {
   DEFAULT_POLICY,
   flagHelp,
   flagSpec,
-  initRewardModel,
-  loadPolicy,
   numFlag,
+  openRmRun,
   reportErrors,
-  resolvePolicy,
   rmTrainFlags,
   trainFlags,
   trainSaveEvaluate,
@@ -107,37 +98,14 @@ ${flagHelp(ORM_FLAGS)}
       const out = (f.out as string | undefined) ?? "runs/orm-tiny";
       const quiet = f.quiet === true;
       const log = (s: string) => quiet || console.error(s);
-      const policyDir = await resolvePolicy(f.policy);
-      const perQuestion = numFlag(cmd, f, "samples-per-question", policyDir ? 4 : 0);
-      const sampling = {
-        temperature: numFlag(cmd, f, "temperature", 1),
-        maxNewTokens: numFlag(cmd, f, "max-new-tokens", 200),
+      const run = await openRmRun(cmd, "orm", f, {
         seed: train.seed,
-        calculator: f.calculator === true,
-      };
-      if (perQuestion > 0 && !policyDir) {
-        throw new UsageError(`${cmd}: --samples-per-question needs a policy`);
-      }
-      const gpu = await getGpu();
-      const scratch = await Deno.makeTempDir({ prefix: "train_orm_" });
-      const policy = policyDir ? await loadPolicy(policyDir, gpu) : null;
-      const init = await initRewardModel(
-        "orm",
-        (f.init as string | undefined) ?? (policyDir ? "policy" : "random"),
-        {
-          policyDir,
-          seed: train.seed,
-          gpu,
-          scratch,
-          addLayers: numFlag(cmd, f, "add-layers", 0),
-        },
-      );
+        samplesPerQuestion: 4,
+        needsPolicy: (perQuestion) => perQuestion > 0 ? "--samples-per-question needs a policy" : null,
+        log,
+      });
+      const { perQuestion, init } = run;
       try {
-        log(`${cmd}: trunk from ${init.from}${policy ? `, policy ${policyDir}` : ""}`);
-        const sample = (questions: string[]) =>
-          perQuestion > 0
-            ? samplePolicy(policy!.model, policy!.tokenizer, questions, { ...sampling, n: perQuestion })
-            : Promise.resolve(questions.map(() => []));
         let examples = data !== "builtin" ? await readOutcomeJsonl(data) : null;
         if (!examples && data === "builtin") {
           const problems = generateProblems(numFlag(cmd, f, "train-problems", 1000), {
@@ -152,7 +120,7 @@ ${flagHelp(ORM_FLAGS)}
           if (perQuestion > 0) {
             log(`${cmd}: sampling ${perQuestion} solutions for each of ${problems.length} problems`);
           }
-          const samples = await sample(problems.map((p) => p.question));
+          const samples = await run.sample(problems.map((p) => p.question));
           examples.push(
             ...outcomeExamples(problems.map((p) => ({ ...p, gold: String(p.finalAnswer) })), samples),
           );
@@ -163,7 +131,7 @@ ${flagHelp(ORM_FLAGS)}
           }
           examples = outcomeExamples(
             rows.map((r) => ({ question: r.question, gold: r.finalAnswer })),
-            await sample(rows.map((r) => r.question)),
+            await run.sample(rows.map((r) => r.question)),
           );
         }
         const pos = examples.filter((e) => e.label === 1).length;
@@ -176,9 +144,7 @@ ${flagHelp(ORM_FLAGS)}
           log,
         });
       } finally {
-        releaseModel(init.model);
-        if (policy) releaseModel(policy.model);
-        await Deno.remove(scratch, { recursive: true });
+        await run.close();
       }
       return 0;
     });

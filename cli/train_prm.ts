@@ -158,6 +158,83 @@ export async function initRewardModel(
   };
 }
 
+/** The policy, its sampling settings and the reward model to train, shared by `train-prm` and `train-orm`. */
+export interface RmRun {
+  /** The policy's directory (null: no policy). */
+  policyDir: string | null;
+  policy: Policy | null;
+  /** Policy samples per training question (`--samples-per-question`; 0 without a policy by default). */
+  perQuestion: number;
+  /** How the policy samples (`--temperature`, `--max-new-tokens`, `--calculator`, the run's seed). */
+  sampling: { temperature: number; maxNewTokens: number; seed: number; calculator: boolean };
+  init: RmInit;
+  /** `perQuestion` policy samples for each question (empty lists when `perQuestion` is 0). */
+  sample(questions: string[]): Promise<string[][]>;
+  /** Releases both models and removes the run's scratch directory. */
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a reward-model training run from its flags: resolves the policy, reads the sampling flags, throws the
+ * usage error `needsPolicy` gives when the run needs a policy it lacks, then loads the policy and the initial
+ * reward model (`--init`, `--add-layers`) and logs where the trunk comes from.
+ */
+export async function openRmRun(
+  cmd: string,
+  role: "prm" | "orm",
+  f: Record<string, unknown>,
+  opts: {
+    seed: number;
+    samplesPerQuestion: number;
+    needsPolicy: (perQuestion: number) => string | null;
+    log: (s: string) => void;
+  },
+): Promise<RmRun> {
+  const policyDir = await resolvePolicy(f.policy);
+  const perQuestion = numFlag(cmd, f, "samples-per-question", policyDir ? opts.samplesPerQuestion : 0);
+  const sampling = {
+    temperature: numFlag(cmd, f, "temperature", 1),
+    maxNewTokens: numFlag(cmd, f, "max-new-tokens", 200),
+    seed: opts.seed,
+    calculator: f.calculator === true,
+  };
+  const missing = policyDir ? null : opts.needsPolicy(perQuestion);
+  if (missing) throw new UsageError(`${cmd}: ${missing}`);
+  const gpu = await getGpu();
+  const scratch = await Deno.makeTempDir({ prefix: `train_${role}_` });
+  let policy: Policy | null = null;
+  try {
+    policy = policyDir ? await loadPolicy(policyDir, gpu) : null;
+    const init = await initRewardModel(
+      role,
+      (f.init as string | undefined) ?? (policyDir ? "policy" : "random"),
+      { policyDir, seed: opts.seed, gpu, scratch, addLayers: numFlag(cmd, f, "add-layers", 0) },
+    );
+    opts.log(`${cmd}: trunk from ${init.from}${policy ? `, policy ${policyDir}` : ""}`);
+    const loaded = policy;
+    return {
+      policyDir,
+      policy,
+      perQuestion,
+      sampling,
+      init,
+      sample: (questions) =>
+        perQuestion > 0 && loaded
+          ? samplePolicy(loaded.model, loaded.tokenizer, questions, { ...sampling, n: perQuestion })
+          : Promise.resolve(questions.map(() => [])),
+      close: async () => {
+        releaseModel(init.model);
+        if (loaded) releaseModel(loaded.model);
+        await Deno.remove(scratch, { recursive: true });
+      },
+    };
+  } catch (e) {
+    if (policy) releaseModel(policy.model);
+    await Deno.remove(scratch, { recursive: true });
+    throw e;
+  }
+}
+
 /** Appends JSON lines to `<out>/metrics.jsonl` (created fresh). */
 export async function metricsLog(out: string): Promise<(record: Record<string, unknown>) => Promise<void>> {
   await Deno.mkdir(out, { recursive: true });
@@ -399,33 +476,17 @@ ${flagHelp(PRM_FLAGS)}
       const out = (f.out as string | undefined) ?? "runs/prm-tiny";
       const quiet = f.quiet === true;
       const log = (s: string) => quiet || console.error(s);
-      const policyDir = await resolvePolicy(f.policy);
-      const perQuestion = numFlag(cmd, f, "samples-per-question", policyDir ? 2 : 0);
-      const sampling = {
-        temperature: numFlag(cmd, f, "temperature", 1),
-        maxNewTokens: numFlag(cmd, f, "max-new-tokens", 200),
+      const run = await openRmRun(cmd, "prm", f, {
         seed: train.seed,
-        calculator: f.calculator === true,
-      };
-      if ((labels === "mc" || perQuestion > 0) && !policyDir) {
-        throw new UsageError(`${cmd}: --labels mc and --samples-per-question need a policy (--policy DIR)`);
-      }
-      const gpu = await getGpu();
-      const scratch = await Deno.makeTempDir({ prefix: "train_prm_" });
-      const policy = policyDir ? await loadPolicy(policyDir, gpu) : null;
-      const init = await initRewardModel(
-        "prm",
-        (f.init as string | undefined) ?? (policyDir ? "policy" : "random"),
-        {
-          policyDir,
-          seed: train.seed,
-          gpu,
-          scratch,
-          addLayers: numFlag(cmd, f, "add-layers", 0),
-        },
-      );
+        samplesPerQuestion: 2,
+        needsPolicy: (perQuestion) =>
+          labels === "mc" || perQuestion > 0
+            ? "--labels mc and --samples-per-question need a policy (--policy DIR)"
+            : null,
+        log,
+      });
+      const { policy, perQuestion, sampling, init } = run;
       try {
-        log(`${cmd}: trunk from ${init.from}${policy ? `, policy ${policyDir}` : ""}`);
         // Training solutions and their step labels.
         let examples: StepExample[];
         const labelled = data !== "builtin" ? await readStepJsonl(data) : null;
@@ -442,15 +503,7 @@ ${flagHelp(PRM_FLAGS)}
           });
           if (policy && perQuestion > 0) {
             log(`${cmd}: sampling ${perQuestion} solutions for each of ${problems.length} problems`);
-            const samples = await samplePolicy(
-              policy.model,
-              policy.tokenizer,
-              problems.map((p) => p.question),
-              {
-                ...sampling,
-                n: perQuestion,
-              },
-            );
+            const samples = await run.sample(problems.map((p) => p.question));
             const correct = problems.filter((p, i) =>
               isCorrect(samples[i][0] ?? "", String(p.finalAnswer))
             ).length;
@@ -467,12 +520,7 @@ ${flagHelp(PRM_FLAGS)}
             throw new UsageError(`${cmd}: --data "${data}" has no step labels: use --labels mc`);
           }
           const rows = await loadGsm8k(data);
-          const samples = perQuestion > 0
-            ? await samplePolicy(policy!.model, policy!.tokenizer, rows.map((r) => r.question), {
-              ...sampling,
-              n: perQuestion,
-            })
-            : rows.map(() => []);
+          const samples = await run.sample(rows.map((r) => r.question));
           examples = rows.flatMap((r, i) =>
             [r.answer, ...samples[i]].map((s) => ({
               question: r.question,
@@ -516,9 +564,7 @@ ${flagHelp(PRM_FLAGS)}
           log,
         });
       } finally {
-        releaseModel(init.model);
-        if (policy) releaseModel(policy.model);
-        await Deno.remove(scratch, { recursive: true });
+        await run.close();
       }
       return 0;
     });
