@@ -8,19 +8,9 @@ import { loadModel, randomModel, releaseModel, saveModel, scoreSequences } from 
 import { commands } from "../cli/main.ts";
 import { assertClose } from "./util/close.ts";
 import { FIXTURES_DIR, openFixture } from "./util/fixtures.ts";
+import { runCli } from "./util/cli.ts";
 
-const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
-
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const cli = (...args: string[]) => runCli(args);
 
 Deno.test("every CLI command answers --help, unknown flags and commands exit 2", async () => {
   for (const c of commands) {

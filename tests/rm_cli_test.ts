@@ -5,19 +5,9 @@ import assert from "node:assert/strict";
 import { tinyPresetConfig, writeTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { randomModel, releaseModel, saveModel } from "../core/model/model.ts";
+import { runCli } from "./util/cli.ts";
 
-const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
-
-async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const cli = (...args: string[]) => runCli(args);
 
 const dir = await Deno.makeTempDir({ prefix: "rm_cli_test_" });
 globalThis.addEventListener("unload", () => Deno.removeSync(dir, { recursive: true }));

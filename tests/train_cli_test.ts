@@ -10,9 +10,9 @@ import { createPrm } from "../core/rm/prm.ts";
 import { parseTrainConfigJson, TRAIN_DEFAULTS, TRAIN_FLAG_DOCS, trainFlag } from "../core/rl/train_config.ts";
 import { readMetrics } from "../core/train/metrics.ts";
 import { parseTrainArgs } from "../cli/train.ts";
+import { runCli } from "./util/cli.ts";
 import { miniConfig } from "./util/mini.ts";
 
-const MAIN = new URL("../cli/main.ts", import.meta.url).pathname;
 const gpu = await Gpu.create();
 const dir = await Deno.makeTempDir({ prefix: "train_cli_test_" });
 
@@ -34,16 +34,7 @@ async function setup(): Promise<{ policy: string; prm: string }> {
 }
 const models = await setup();
 
-async function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", MAIN, ...args],
-    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", NO_COLOR: "1", NO_PROGRESS: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const dec = new TextDecoder();
-  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-}
+const cli = (args: string[]) => runCli(args, { NO_PROGRESS: "1" });
 
 async function weights(path: string): Promise<Map<string, Float32Array>> {
   const f = await SafetensorsFile.open(path);
