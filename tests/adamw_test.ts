@@ -7,6 +7,7 @@ import { Tensor } from "../core/gpu/tensor.ts";
 import { AdamW, zeroGrads } from "../core/optim/adamw.ts";
 import { adamwStepRef } from "../core/ref/adamw_ref.ts";
 import { assertClose } from "./util/close.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
 
@@ -17,20 +18,6 @@ const TIGHT = { rtol: 1e-6, atol: 1e-7 };
 // Against float64 math: f32 rounding of p, m, v over 5 steps (m cancels towards 0, hence the atol).
 const LOOSE = { rtol: 1e-4, atol: 1e-6 };
 const STEPS = 5;
-
-/** Deterministic f32 values `scale·u`, u uniform in [-1, 1) (mulberry32). */
-function randomF32(n: number, seed: number, scale: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
-  }
-  return out;
-}
 
 interface Hyper {
   lr: number;

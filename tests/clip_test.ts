@@ -9,6 +9,7 @@ import { GradClip, gradNorm } from "../core/optim/clip.ts";
 import { SGD } from "../core/optim/sgd.ts";
 import { adamwStepRef, clipCoefRef, gradNormRef, sgdStepRef } from "../core/ref/adamw_ref.ts";
 import { assertClose } from "./util/close.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
 
@@ -16,20 +17,6 @@ const gpu = await Gpu.create();
 const NORM = { rtol: 1e-5, atol: 0 };
 // Updates vs the f32-emulating reference fed the coefficient the GPU used (see adamw_test.ts for the slack).
 const TIGHT = { rtol: 1e-6, atol: 1e-7 };
-
-/** Deterministic f32 values `scale·u`, u uniform in [-1, 1) (mulberry32). */
-function randomF32(n: number, seed: number, scale: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
-  }
-  return out;
-}
 
 /** Random gradients of `sizes` (magnitudes vary by tensor) as host arrays and GPU tensors by name. */
 function makeGrads(g: Gpu, sizes: number[], seed: number) {

@@ -6,26 +6,13 @@ import { upload } from "../core/gpu/io.ts";
 import { Tensor } from "../core/gpu/tensor.ts";
 import { add, axpy, mul, scale } from "../core/ops/elementwise.ts";
 import { assertClose } from "./util/close.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
 
 // add, mul and scale are single IEEE operations: the GPU must return the correctly rounded f32 result, i.e.
 // exactly Math.fround of the f64 result (inputs are normal numbers well away from overflow and underflow).
 const EXACT = { atol: 0, rtol: 0 };
-
-/** Deterministic f32 values `scale·u`, u uniform in [-1, 1) (mulberry32). */
-function randomF32(n: number, seed: number, scale: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
-  }
-  return out;
-}
 
 /**
  * axpy `out + α·a` may be evaluated with or without a fused multiply-add: allow one rounding of each term,

@@ -7,22 +7,9 @@ import { Tensor } from "../core/gpu/tensor.ts";
 import { checkEmbeddingStatus, embedding, embeddingBackward } from "../core/ops/embedding.ts";
 import { embeddingBackwardRef, embeddingRef, outOfRangeRef } from "../core/ref/embedding_ref.ts";
 import { assertClose } from "./util/close.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
-
-/** Deterministic uniform values in [-1, 1) (mulberry32), as f32. */
-function randomF32(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = 2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1;
-  }
-  return out;
-}
 
 /**
  * The backward in f32 arithmetic and the kernel's order: per (row, column), sum dOut over the row's tokens in

@@ -8,6 +8,7 @@ import { canBindTextures, checkTile, GPU_TILES, matmul, type MatmulOptions } fro
 import { planChunks } from "../core/ops/matmul_plan.ts";
 import { matmulRef } from "../core/ref/matmul_ref.ts";
 import { assertClose, type Tolerance } from "./util/close.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
 
@@ -15,20 +16,6 @@ const gpu = await Gpu.create();
 // each output is a sum of K products of size ≤ 1 accumulated in f32, whose rounding error grows like √K·2⁻²⁴·|partial
 // sums| for random signs; 2e-6·√K leaves ~10× margin over the largest error seen (K up to 3000).
 const tol = (K: number): Tolerance => ({ atol: 1e-6 + 2e-6 * Math.sqrt(K), rtol: 1e-5 });
-
-/** Deterministic uniform values in [-1, 1) (mulberry32), as f32. */
-function randomF32(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = 2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1;
-  }
-  return out;
-}
 
 interface Case {
   M: number;

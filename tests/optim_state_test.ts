@@ -10,25 +10,12 @@ import { GradClip } from "../core/optim/clip.ts";
 import { lrAt } from "../core/optim/schedule.ts";
 import { SGD } from "../core/optim/sgd.ts";
 import { loadOptimizerState, saveOptimizerState, type StatefulOptimizer } from "../core/optim/state.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
 const dir = await Deno.makeTempDir({ prefix: "optim_state_test_" });
 // Small slices so that saving and loading stream every tensor in several pieces (rows of [37, 100]: 10 per slice).
 const SLICE = { sliceBytes: 4096 };
-
-/** Deterministic f32 values `scale·u`, u uniform in [-1, 1) (mulberry32). */
-function randomF32(n: number, seed: number, scale: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
-  }
-  return out;
-}
 
 const SHAPES: [string, number[]][] = [
   ["model.embed_tokens.weight", [37, 100]],

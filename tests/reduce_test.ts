@@ -7,6 +7,7 @@ import { Tensor } from "../core/gpu/tensor.ts";
 import { reduceAll, type ReduceOp, reduceRows } from "../core/ops/reduce.ts";
 import { reduceAllRef, reduceRowsRef } from "../core/ref/reduce_ref.ts";
 import { assertClose, type Tolerance } from "./util/close.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
 const OPS: ReduceOp[] = ["sum", "max", "sumsq"];
@@ -18,20 +19,6 @@ const OPS: ReduceOp[] = ["sum", "max", "sumsq"];
 function tolerance(op: ReduceOp, n: number, maxAbs: number): Tolerance {
   if (op === "max") return { atol: 0, rtol: 0 };
   return { atol: 1e-5 * Math.sqrt(n) * (op === "sumsq" ? maxAbs * maxAbs : maxAbs), rtol: 1e-6 };
-}
-
-/** Deterministic uniform values in [-scale, scale) (mulberry32), as f32. */
-function randomF32(n: number, seed: number, scale: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
-  }
-  return out;
 }
 
 /** Row reductions of a (rows, cols) tensor with all three ops in one batch, checked against the f64 reference. */

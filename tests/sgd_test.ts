@@ -6,22 +6,9 @@ import { readF32, upload } from "../core/gpu/io.ts";
 import type { Tensor } from "../core/gpu/tensor.ts";
 import { SGD } from "../core/optim/sgd.ts";
 import { sgdStepRef } from "../core/ref/adamw_ref.ts";
+import { randomF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
-
-/** Deterministic f32 values `scale·u`, u uniform in [-1, 1) (mulberry32). */
-function randomF32(n: number, seed: number, scale: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = scale * (2 * (((t ^ (t >>> 14)) >>> 0) / 4294967296) - 1);
-  }
-  return out;
-}
 
 /**
  * Exact to f32 rounding: every element must equal one of the two IEEE-conforming evaluations of

@@ -19,6 +19,7 @@ import {
   type SoftmaxRefOptions,
 } from "../core/ref/softmax_ref.ts";
 import { assertClose, type Tolerance } from "./util/close.ts";
+import { uniformF32 } from "./util/random.ts";
 
 const gpu = await Gpu.create();
 
@@ -29,20 +30,6 @@ const PROB: Tolerance = { atol: 1e-6, rtol: 1e-5 };
 const LOGP: Tolerance = { atol: 2e-5, rtol: 1e-5 };
 // gradients: products of O(1) values after a row sum of `cols` terms (f32 summation error grows like √cols).
 const grad = (cols: number): Tolerance => ({ atol: 2e-7 * Math.sqrt(cols), rtol: 1e-5 });
-
-/** Deterministic uniform values in [lo, hi) (mulberry32), as f32. */
-function randomF32(n: number, seed: number, lo: number, hi: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = lo + (hi - lo) * (((t ^ (t >>> 14)) >>> 0) / 4294967296);
-  }
-  return out;
-}
 
 /** Compares values with −∞ allowed: −∞ in `want` must be −∞ in `got`, the rest within `tol`. */
 function assertCloseInf(got: Float32Array, want: Float64Array, tol: Tolerance, what: string): void {
@@ -67,8 +54,8 @@ interface Case {
 /** Runs all four kernels on one case in one batch and checks them against the f64 references. */
 async function checkCase(g: Gpu, c: Case): Promise<void> {
   const n = c.rows * c.cols;
-  const x = randomF32(n, c.seed, -c.scale, c.scale);
-  const dy = randomF32(n, c.seed ^ 0x5bd1e995, -1, 1);
+  const x = uniformF32(n, c.seed, -c.scale, c.scale);
+  const dy = uniformF32(n, c.seed ^ 0x5bd1e995, -1, 1);
   const refOpts: SoftmaxRefOptions = { cols: c.cols, causal: c.causal };
   const opts: SoftmaxOptions = { causal: c.causal };
   // Backward inputs are the f32-rounded reference outputs, so backward errors are measured on their own.
@@ -154,8 +141,8 @@ Deno.test("softmax: reference backward formulas match central finite differences
           cols,
           causal: offset === undefined ? undefined : { T: rows, offset },
         };
-        const x = Array.from(randomF32(rows * cols, seed, -3, 3));
-        const dy = Array.from(randomF32(rows * cols, seed + 1, -1, 1));
+        const x = Array.from(uniformF32(rows * cols, seed, -3, 3));
+        const dy = Array.from(uniformF32(rows * cols, seed + 1, -1, 1));
         for (
           const [fwd, bwd] of [[softmaxRef, softmaxBackwardRef], [
             logSoftmaxRef,
