@@ -7,6 +7,7 @@ import { Tensor } from "../core/gpu/tensor.ts";
 import { gaeBatch, whiten } from "../core/rl/gae.ts";
 import { gaeGpu, whitenGpu } from "../core/rl/gae_gpu.ts";
 import { assertClose, type Tolerance } from "./util/close.ts";
+import { mulberry32 as rng } from "./util/finite_diff.ts";
 
 const gpu = await Gpu.create();
 
@@ -28,18 +29,6 @@ interface Case {
   shiftMean: boolean;
   unbiased: boolean;
   seed: number;
-}
-
-/** mulberry32: deterministic uniform numbers in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A (B, T) 0/1 mask with ragged rows: valid prefix, valid suffix, holes, or some rows fully masked. */

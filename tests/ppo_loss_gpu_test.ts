@@ -15,6 +15,7 @@ import {
   readPPOStats,
 } from "../core/rl/ppo_loss_gpu.ts";
 import { assertClose, type Tolerance } from "./util/close.ts";
+import { mulberry32 as rng } from "./util/finite_diff.ts";
 
 const gpu = await Gpu.create();
 
@@ -34,18 +35,6 @@ interface Case {
   kl?: { coef: number; estimator: KLEstimator };
   opts: { clipRange: number; clipRangeValue: number; vfCoef: number; entCoef: number };
   seed: number;
-}
-
-/** mulberry32: deterministic uniform numbers in [0, 1). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** A (B, T) 0/1 mask with ragged row lengths: valid prefix (right padding), suffix (left padding) or holes. */

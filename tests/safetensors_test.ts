@@ -20,6 +20,7 @@ import {
   writeSafetensorsSharded,
 } from "../core/model/checkpoint.ts";
 import { qwen2Config } from "../core/model/config.ts";
+import { mulberry32 } from "./util/finite_diff.ts";
 
 /** Assemble a safetensors file by hand: u64 LE header length, header text, data bytes. */
 function handBuild(header: string | object, data: Uint8Array, lengthOverride?: bigint): Uint8Array {
@@ -322,18 +323,6 @@ Deno.test("writer: property — write→read round trip for F32 (exact), BF16 an
     );
   });
 });
-
-/** Small deterministic PRNG for test data. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 Deno.test("writer: rejects bad input and leaves no partial file", async () => {
   await withTmp(async (dir) => {

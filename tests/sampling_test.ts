@@ -30,22 +30,13 @@ import {
   samplingScale,
 } from "../core/ref/sampling_ref.ts";
 import { assertClose } from "./util/close.ts";
+import { mulberry32 } from "./util/finite_diff.ts";
 
 const gpu = await Gpu.create();
 const LP_TOL = { atol: 1e-5, rtol: 1e-6 };
 
 /** Settings of one test step (host side). */
 type Settings = Omit<SampleRefOptions, "vocab" | "maxNew">;
-
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}
 
 type Mode = "normal1" | "normal4" | "ties" | "peaked";
 
