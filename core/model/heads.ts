@@ -23,7 +23,7 @@ import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { embedding, embeddingBackward } from "../ops/embedding.ts";
 import { linear, linearBackward } from "./linear.ts";
-import { packSequences, type Qwen2Model } from "./model.ts";
+import { packSequences, type Qwen2Model, uploadPacked } from "./model.ts";
 import { assembleParams, type Qwen2Params } from "./params.ts";
 import { type ForwardInputs, releaseActivations, trunkForward, type TrunkOutput } from "./qwen2.ts";
 import { type Grads, trunkBackward } from "./qwen2_backward.ts";
@@ -150,11 +150,8 @@ export async function headForward(
   opts.reads.forEach((ts, b) => ts.forEach((t) => (rowsHost[r++] = b * pk.T + t)));
   const temps: Tensor[] = [];
   const keep = (t: Tensor) => (temps.push(t), t);
-  const inputs: ForwardInputs = {
-    ids: keep(upload(gpu, pk.ids, { shape: [pk.B, pk.T], label: "head.ids" })),
-    positions: keep(upload(gpu, pk.positions, { shape: [pk.B, pk.T], label: "head.positions" })),
-    mask: keep(upload(gpu, pk.mask, { shape: [pk.B, pk.T], label: "head.mask" })),
-  };
+  const inputs: ForwardInputs = uploadPacked(gpu, pk, "head");
+  temps.push(inputs.ids, inputs.positions, inputs.mask!);
   const rows = keep(upload(gpu, rowsHost, { label: "head.rows" }));
   const gathered = keep(new Tensor(gpu, [R, cfg.hiddenSize], "f32", "head.gathered"));
   const logits = keep(new Tensor(gpu, [R, L], "f32", "head.logits"));

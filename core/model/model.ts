@@ -19,7 +19,7 @@ import type { Qwen2Config } from "./config.ts";
 import { type HubOptions, resolveModel } from "./hub.ts";
 import { logprobsForward } from "./logprobs.ts";
 import { initParams, loadParams, type Qwen2Params, readParams, releaseParams } from "./params.ts";
-import { lmHead, trunkForward } from "./qwen2.ts";
+import { type ForwardInputs, lmHead, trunkForward } from "./qwen2.ts";
 
 /** A Qwen2 model whose weights live on the GPU. */
 export interface Qwen2Model {
@@ -85,6 +85,16 @@ export function packSequences(seqs: number[][], opts: { padSide?: "left" | "righ
   return { ids, mask, positions, B, T, starts };
 }
 
+/** Uploads a packed batch as a forward's inputs: (B, T) tensors labelled `<label>.ids`, `.positions`, `.mask`. */
+export function uploadPacked(gpu: Gpu, pk: PackedBatch, label: string): Required<ForwardInputs> {
+  const shape = [pk.B, pk.T];
+  return {
+    ids: upload(gpu, pk.ids, { shape, label: `${label}.ids` }),
+    positions: upload(gpu, pk.positions, { shape, label: `${label}.positions` }),
+    mask: upload(gpu, pk.mask, { shape, label: `${label}.mask` }),
+  };
+}
+
 /** Options of {@linkcode scoreSequences}. */
 export interface ScoreOptions {
   /** Also return the full log-softmax at each sequence's last position (V floats per sequence). */
@@ -141,9 +151,8 @@ export async function scoreSequences(
   }
   const temps: Tensor[] = [];
   const keep = (t: Tensor) => (temps.push(t), t);
-  const ids = keep(upload(gpu, pk.ids, { shape: [B, T], label: "score.ids" }));
-  const mask = keep(upload(gpu, pk.mask, { shape: [B, T], label: "score.mask" }));
-  const positions = keep(upload(gpu, pk.positions, { shape: [B, T], label: "score.positions" }));
+  const { ids, positions, mask } = uploadPacked(gpu, pk, "score");
+  temps.push(ids, positions, mask);
   const targetsT = keep(upload(gpu, targets, { label: "score.targets" }));
   const logp = keep(new Tensor(gpu, [N], "f32", "score.logp"));
   const lse = keep(new Tensor(gpu, [N], "f32", "score.lse"));

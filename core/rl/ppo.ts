@@ -19,7 +19,7 @@ import { Batch, runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { lmHeadBackward, lmHeadForward } from "../model/lm_head.ts";
-import type { Qwen2Model } from "../model/model.ts";
+import { type Qwen2Model, uploadPacked } from "../model/model.ts";
 import { releaseActivations, trunkForward } from "../model/qwen2.ts";
 import { createGrads, type Grads, lmHeadGrad, trunkBackward } from "../model/qwen2_backward.ts";
 import { scale } from "../ops/elementwise.ts";
@@ -85,11 +85,8 @@ export async function policyLossAndGrads(
   const temps: Tensor[] = [];
   const keep = (t: Tensor) => (temps.push(t), t);
   const f32 = (data: Float32Array, label: string) => keep(upload(gpu, data, { label }));
-  const inputs = {
-    ids: keep(upload(gpu, pr.packed.ids, { shape: [B, T], label: "ppo.ids" })),
-    positions: keep(upload(gpu, pr.packed.positions, { shape: [B, T], label: "ppo.positions" })),
-    mask: keep(upload(gpu, pr.packed.mask, { shape: [B, T], label: "ppo.mask" })),
-  };
+  const inputs = uploadPacked(gpu, pr.packed, "ppo");
+  temps.push(inputs.ids, inputs.positions, inputs.mask);
   const targets = keep(upload(gpu, pr.targets, { label: "ppo.targets" }));
   const lm = {
     logp: keep(new Tensor(gpu, [N], "f32", "ppo.logp")),

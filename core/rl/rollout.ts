@@ -24,7 +24,7 @@ import { Tensor } from "../gpu/tensor.ts";
 import { calculatorFor } from "../model/calculator.ts";
 import { generate } from "../model/generate.ts";
 import { lmHeadForward } from "../model/lm_head.ts";
-import type { Qwen2Model } from "../model/model.ts";
+import { type Qwen2Model, uploadPacked } from "../model/model.ts";
 import { trunkForward } from "../model/qwen2.ts";
 import { isCorrect } from "../rewards/answer.ts";
 import { combineRewards } from "../rewards/combine.ts";
@@ -153,11 +153,8 @@ export async function policyLogprobs(
     const { B: b, T: tp } = pr.packed, N = b * tp;
     const temps: Tensor[] = [];
     const keep = (t: Tensor) => (temps.push(t), t);
-    const inputs = {
-      ids: keep(upload(gpu, pr.packed.ids, { shape: [b, tp], label: "rollout.ids" })),
-      positions: keep(upload(gpu, pr.packed.positions, { shape: [b, tp], label: "rollout.positions" })),
-      mask: keep(upload(gpu, pr.packed.mask, { shape: [b, tp], label: "rollout.mask" })),
-    };
+    const inputs = uploadPacked(gpu, pr.packed, "rollout");
+    temps.push(inputs.ids, inputs.positions, inputs.mask);
     const targets = keep(upload(gpu, pr.targets, { label: "rollout.targets" }));
     const out = {
       logp: keep(new Tensor(gpu, [N], "f32", "rollout.logp")),

@@ -11,7 +11,7 @@ import { runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { lmHeadBackward, lmHeadForward } from "../model/lm_head.ts";
-import { type PackedBatch, packSequences, type Qwen2Model } from "../model/model.ts";
+import { type PackedBatch, packSequences, type Qwen2Model, uploadPacked } from "../model/model.ts";
 import { releaseActivations, trunkForward } from "../model/qwen2.ts";
 import { type Grads, lmHeadGrad, trunkBackward } from "../model/qwen2_backward.ts";
 
@@ -72,11 +72,8 @@ export async function lmLossAndGrads(
   for (let r = 0; r < N; r++) if (targets[r] >= 0) dlogp[r] = -(opts.scale ?? 1) / n;
   const temps: Tensor[] = [];
   const keep = (t: Tensor) => (temps.push(t), t);
-  const inputs = {
-    ids: keep(upload(gpu, pk.ids, { shape: [pk.B, pk.T], label: "lm.ids" })),
-    positions: keep(upload(gpu, pk.positions, { shape: [pk.B, pk.T], label: "lm.positions" })),
-    mask: keep(upload(gpu, pk.mask, { shape: [pk.B, pk.T], label: "lm.mask" })),
-  };
+  const inputs = uploadPacked(gpu, pk, "lm");
+  temps.push(inputs.ids, inputs.positions, inputs.mask);
   const targetsT = keep(upload(gpu, targets, { label: "lm.targets" }));
   const dlogpT = keep(upload(gpu, dlogp, { label: "lm.dlogp" }));
   const dentropy = keep(upload(gpu, new Float32Array(N), { label: "lm.dentropy" }));
