@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { Batch } from "../gpu/batch.ts";
+import { Batch, runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { embedding, embeddingBackward } from "../ops/embedding.ts";
@@ -209,27 +209,19 @@ export async function headBackward(state: HeadState, grads: Grads, dlogits: Floa
   const dl = upload(gpu, dlogits, { shape: [R, L], label: "head.dlogits" });
   const [B, T] = inputs.ids.shape;
   const dhidden = new Tensor(gpu, [B * T, cfg.hiddenSize], "f32", "head.dhidden");
-  const batch = new Batch(gpu, "head.backward");
   try {
-    scoreHeadBackward(
-      batch,
-      { dhidden, dw: grads.get("score.weight")!, db: grads.get("score.bias") },
-      dl,
-      gathered,
-      rows,
-      params,
-    );
-    trunkBackward(batch, grads, dhidden, cfg, params, inputs, saved); // consumes dhidden
-  } catch (e) {
-    batch.abandon();
-    dl.release();
-    releaseHeadState(state);
-    throw e;
-  }
-  try {
-    await batch.submit();
+    await runBatch(gpu, "head.backward", (batch) => {
+      scoreHeadBackward(
+        batch,
+        { dhidden, dw: grads.get("score.weight")!, db: grads.get("score.bias") },
+        dl,
+        gathered,
+        rows,
+        params,
+      );
+      trunkBackward(batch, grads, dhidden, cfg, params, inputs, saved); // consumes dhidden
+    }, { release: [dl] });
   } finally {
-    dl.release();
     releaseHeadState(state);
   }
 }

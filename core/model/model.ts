@@ -10,7 +10,7 @@
  *
  * @module
  */
-import { Batch } from "../gpu/batch.ts";
+import { runBatch } from "../gpu/batch.ts";
 import { getGpu, type Gpu } from "../gpu/device.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
@@ -157,11 +157,10 @@ export async function scoreSequences(
   const logp = keep(new Tensor(gpu, [N], "f32", "score.logp"));
   const lse = keep(new Tensor(gpu, [N], "f32", "score.lse"));
   const entropy = keep(new Tensor(gpu, [N], "f32", "score.entropy"));
-  const batch = new Batch(gpu, "score");
   let hiddenRead: Promise<Float32Array | Int32Array | Uint32Array> | undefined;
   const lastReads: Promise<Float32Array | Int32Array | Uint32Array>[] = [];
   const logitReads: Promise<Float32Array | Int32Array | Uint32Array>[] = [];
-  try {
+  const reads = await runBatch(gpu, "score", (batch) => {
     const { hidden } = trunkForward(batch, cfg, params, { ids, positions, mask });
     keep(hidden);
     if (opts.hidden) hiddenRead = batch.read(hidden);
@@ -191,17 +190,8 @@ export async function scoreSequences(
       if (opts.logits) logitReads.push(batch.read(logits));
       for (const t of [logits, slice, lp, ls, en, tg]) t.release();
     }
-  } catch (e) {
-    batch.abandon();
-    for (const t of temps) t.release();
-    throw e;
-  }
-  const reads = [batch.read(logp), batch.read(entropy), batch.read(lse)];
-  try {
-    await batch.submit();
-  } finally {
-    for (const t of temps) t.release();
-  }
+    return [batch.read(logp), batch.read(entropy), batch.read(lse)];
+  }, { release: temps });
   const [lpAll, enAll, lseAll] = (await Promise.all(reads)) as Float32Array[];
   const first = (b: number) => b * T + starts[b]; // flat row of sequence b's first token
   const result: ScoreResult = {
