@@ -18,7 +18,7 @@
  *
  * @module
  */
-import { Batch, runBatch } from "../gpu/batch.ts";
+import { runBatch } from "../gpu/batch.ts";
 import { upload } from "../gpu/io.ts";
 import { Tensor } from "../gpu/tensor.ts";
 import { calculatorFor } from "../model/calculator.ts";
@@ -518,22 +518,12 @@ export async function advantagesGpu(
     new Tensor(gpu, shape, "f32", "gae.whitened"),
   ];
   const [rewards, values, mask, advantages, returns, whitened] = t;
-  const batch = new Batch(gpu, "rollout.gae");
-  try {
-    let reads: Promise<Float32Array | Int32Array | Uint32Array>[];
-    try {
-      gaeGpu(batch, { advantages, returns }, { rewards, values, mask }, opts);
-      if (opts.whiten ?? true) whitenGpu(batch, whitened, { x: advantages, mask });
-      reads = [batch.read(opts.whiten ?? true ? whitened : advantages), batch.read(returns)];
-    } catch (e) {
-      batch.abandon();
-      throw e;
-    }
-    await batch.submit();
-    const [a, r] = (await Promise.all(reads)) as Float32Array[];
-    exp.advantages.set(a);
-    exp.returns.set(r);
-  } finally {
-    for (const x of t) x.release();
-  }
+  const reads = await runBatch(gpu, "rollout.gae", (batch) => {
+    gaeGpu(batch, { advantages, returns }, { rewards, values, mask }, opts);
+    if (opts.whiten ?? true) whitenGpu(batch, whitened, { x: advantages, mask });
+    return [batch.read(opts.whiten ?? true ? whitened : advantages), batch.read(returns)];
+  }, { release: t });
+  const [a, r] = (await Promise.all(reads)) as Float32Array[];
+  exp.advantages.set(a);
+  exp.returns.set(r);
 }
