@@ -19,7 +19,14 @@ import { Batch } from "../core/gpu/batch.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { upload } from "../core/gpu/io.ts";
 import { Tensor } from "../core/gpu/tensor.ts";
-import { DEFAULT_GPU_TILE, type GpuTile, matmul, type MatmulOptions, tileName } from "../core/ops/matmul.ts";
+import {
+  DEFAULT_GPU_TILE,
+  GPU_TILES,
+  type GpuTile,
+  matmul,
+  type MatmulOptions,
+  tileName,
+} from "../core/ops/matmul.ts";
 import { median, type Row } from "./table.ts";
 
 /** Options of {@linkcode benchMatmul}. */
@@ -123,7 +130,6 @@ if (import.meta.main) {
   // deno run -A bench/matmul_bench.ts [case names...] [--tiles]: --tiles times every GPU_TILES configuration of the
   // GPU kernel (to choose DEFAULT_GPU_TILE for an adapter), not just the default kernel.
   const { formatTable } = await import("./table.ts");
-  const { GPU_TILES } = await import("../core/ops/matmul.ts");
   const gpu = await Gpu.create();
   const names = Deno.args.filter((a) => a !== "--tiles");
   const cases = names.length > 0 ? names : undefined;

@@ -4,8 +4,8 @@
 //
 // Entry points:
 // - tiled: workgroup-memory tiled kernel for real GPUs. A BM×BN C tile per workgroup of (BN/TN)×(BM/TM)
-//   invocations, TM×TN outputs per invocation, K in steps of BK through workgroup memory (the constants below;
-//   core/ops/matmul.ts picks a configuration per shape). Reads the tensors directly (row strides, element offsets
+//   invocations, TM×TN outputs per invocation, K in steps of BK through workgroup memory (the constants below,
+//   which core/ops/matmul.ts sets per tile configuration: DEFAULT_GPU_TILE unless the caller passes one). Reads the tensors directly (row strides, element offsets
 //   and batch strides as parameters), any shape.
 // - pack_texture / pack_buffer: copy a (rows, cols) block of a row-major matrix into the packed layout the CPU
 //   kernel (core/ops/matmul_codegen.ts) reads: texels of 4 consecutive elements of a row, zero outside the block.

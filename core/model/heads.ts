@@ -150,8 +150,8 @@ export async function headForward(
   opts.reads.forEach((ts, b) => ts.forEach((t) => (rowsHost[r++] = b * pk.T + t)));
   const temps: Tensor[] = [];
   const keep = (t: Tensor) => (temps.push(t), t);
-  const inputs: ForwardInputs = uploadPacked(gpu, pk, "head");
-  temps.push(inputs.ids, inputs.positions, inputs.mask!);
+  const inputs = uploadPacked(gpu, pk, "head");
+  temps.push(inputs.ids, inputs.positions, inputs.mask);
   const rows = keep(upload(gpu, rowsHost, { label: "head.rows" }));
   const gathered = keep(new Tensor(gpu, [R, cfg.hiddenSize], "f32", "head.gathered"));
   const logits = keep(new Tensor(gpu, [R, L], "f32", "head.logits"));

@@ -80,7 +80,10 @@ export const GPU_TILES: Readonly<Record<string, GpuTile>> = Object.fromEntries(
     [128, 64, 16, 8, 4],
     [128, 128, 8, 8, 8],
     [128, 128, 16, 8, 8],
-  ] as const).map(([bm, bn, bk, tm, tn]) => [`${bm}x${bn}x${bk}/${tm}x${tn}`, { bm, bn, bk, tm, tn }]),
+  ] as const).map(([bm, bn, bk, tm, tn]) => {
+    const t = { bm, bn, bk, tm, tn };
+    return [tileName(t), t];
+  }),
 );
 
 /** The name of a tile configuration, `BMxBNxBK/TMxTN`. */
@@ -266,12 +269,16 @@ export function matmul(batch: Batch, opts: MatmulOptions): void {
 function runTiled(batch: Batch, opts: MatmulOptions, d: MatmulDims, plan: ChunkPlan): void {
   const al = Math.max(1, batch.gpu.limits.storageOffsetAlignment / 4);
   const tile = opts.tile ?? DEFAULT_GPU_TILE;
-  const dl = batch.gpu.device.limits;
-  checkTile(tile, {
-    ...batch.gpu.limits,
-    maxWorkgroupSizeX: dl.maxComputeWorkgroupSizeX,
-    maxWorkgroupSizeY: dl.maxComputeWorkgroupSizeY,
-  });
+  // A caller's tile is checked against this device; the default fits WebGPU's minimum limits, so every device
+  // (16×16 invocations, 8 KiB of workgroup memory; tests/matmul_test.ts checks GPU_TILES against such limits).
+  if (opts.tile) {
+    const dl = batch.gpu.device.limits;
+    checkTile(tile, {
+      ...batch.gpu.limits,
+      maxWorkgroupSizeX: dl.maxComputeWorkgroupSizeX,
+      maxWorkgroupSizeY: dl.maxComputeWorkgroupSizeY,
+    });
+  }
   const spec = tiledSpec(d.transA, d.transB, tile);
   const lda = d.transA ? d.M : d.K, ldb = d.transB ? d.K : d.N;
   for (const ch of plan.chunks) {
