@@ -4,15 +4,20 @@
  *
  * @module
  */
-import type { MathExample } from "../core/data/arithmetic.ts";
+import {
+  type ArithmeticProblem,
+  generateProblems,
+  type MathExample,
+  toMathExample,
+} from "../core/data/arithmetic.ts";
 import { loadGsm8k } from "../core/data/gsm8k.ts";
 import { getGpu } from "../core/gpu/device.ts";
 import { loadModel, releaseModel } from "../core/model/model.ts";
+import { analyseErrors } from "../core/rl/error_analysis.ts";
 import { evaluatePolicy } from "../core/rl/eval.ts";
 import { SFT_POLICY_DIR } from "../core/rl/setup.ts";
 import { textTable } from "../core/rl/plot.ts";
 import { loadTokenizer } from "../core/tokenizer/tokenizer.ts";
-import { builtinProblems } from "../core/train/sft_data.ts";
 import { isModelDir } from "../core/train/tiny.ts";
 import { splitPath, writeFileAtomic } from "../core/util/atomic.ts";
 import { type Command, parseFlags, UsageError } from "./command.ts";
@@ -47,7 +52,11 @@ function help(): string {
 
 Held-out accuracy of a policy with the chat template: greedy accuracy, and with --samples n: sampled pass@1,
 unbiased pass@k and maj@k (majority vote of the final answers), plus steps per solution and the repeated-step
-rate. Writes one JSON record per problem (responses, answers, correctness) to --out.
+rate. On the built-in task it also reports greedy accuracy per problem template and, for every wrong greedy
+solution, the kind of its first incorrect step from the exact step labels (ungrounded = a miscopied or invented
+number, off_path = correct arithmetic on the wrong quantities, arithmetic, unknown_number, premature_answer,
+wrong_answer, no_answer). Writes one JSON record per problem (responses, answers, correctness, first error) to
+--out.
 
 Options:
 ${FLAGS.map(([f, t, d]) => `  ${`--${f}`.padEnd(w)}  ${t}${d ? ` (default ${d})` : ""}`).join("\n")}
@@ -93,8 +102,13 @@ export const evalCommand: Command = {
     const out = (f.out as string | undefined) ?? "runs/eval/eval.jsonl";
     const quiet = f.quiet === true;
     try {
-      const problems: MathExample[] = data === "builtin"
-        ? builtinProblems(problemsN || 200, { seed: 0, split: "test" })
+      // The built-in test split is generated here (not through builtinProblems) to keep each problem's structured
+      // reference for the error analysis; toMathExample is the same mapping.
+      const arith: ArithmeticProblem[] | null = data === "builtin"
+        ? generateProblems(problemsN || 200, { seed: 0, split: "test" })
+        : null;
+      const problems: MathExample[] = arith
+        ? arith.map(toMathExample)
         : await loadGsm8k(data, { split: "test", limit: problemsN || undefined });
       const gpu = await getGpu();
       const policy = await loadModel(model, { gpu });
@@ -117,8 +131,14 @@ export const evalCommand: Command = {
           noGreedy: f["no-greedy"] === true,
           calculator: f.calculator === true,
         });
+        const errors = arith && r.greedyAccuracy !== null
+          ? analyseErrors(arith, r.records.map((x) => x.greedy!))
+          : null;
+        const lines = r.records.map((x, i) =>
+          JSON.stringify(errors ? { ...x, greedy: { ...x.greedy, firstError: errors.perSolution[i] } } : x)
+        );
         await Deno.mkdir(splitPath(out).dir, { recursive: true });
-        await writeFileAtomic(out, r.records.map((x) => JSON.stringify(x)).join("\n") + "\n");
+        await writeFileAtomic(out, lines.join("\n") + "\n");
         const pct = (x: number | null) => (x === null ? "—" : `${(100 * x).toFixed(1)}%`);
         const calc = f.calculator === true ? ", calculator" : "";
         console.log(
@@ -136,6 +156,20 @@ export const evalCommand: Command = {
             ["stopped fraction", r.stoppedFraction],
           ]),
         );
+        if (errors) {
+          const frac = (c: number, t: number) => `${c}/${t} (${(100 * c / (t || 1)).toFixed(1)}%)`;
+          console.log(
+            "\n" + textTable("greedy accuracy by template", ["template", "correct"], [
+              ...errors.byTemplate.map((t) => [t.template, frac(t.correct, t.total)]),
+            ]),
+          );
+          console.log(
+            "\n" +
+              textTable(`first error of the ${errors.wrong} wrong greedy solutions`, ["kind", "solutions"], [
+                ...errors.firstErrors.map((e) => [e.kind, frac(e.count, errors.wrong)]),
+              ]),
+          );
+        }
         if (!quiet) console.error(`eval: per-problem records in "${out}"`);
       } finally {
         releaseModel(policy);

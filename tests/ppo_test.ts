@@ -214,6 +214,42 @@ Deno.test("a PPO update raises positively-advantaged tokens and lowers negativel
   }
 });
 
+Deno.test("with --optimizer sgd one PPO step is exactly p − lr·g (g: the policy gradient) and moves log-probs with the advantage", async () => {
+  const model = tinyModel(4), actor = createActor(model, { optimizer: "sgd", maxGradNorm: 1e6 });
+  try {
+    assert.equal(actor.opt.kind, "sgd");
+    const exp = await fixedExperience(model, (b, j) => (b % 2 === 0 ? 1 : -1) * (1 + 0.1 * j));
+    const before = await readParams(model.params);
+    await policyLossAndGrads(actor, exp);
+    const g = await gradsOf(actor);
+    const zb = new Batch(gpu, "test.zero_grads");
+    zeroGrads(zb, actor.grads);
+    await zb.submit();
+    const lr = 0.5;
+    const s = await ppoUpdate(actor, null, exp, { epochs: 1, miniBatchSize: 4, lr: () => lr, seed: 0 });
+    assert.equal(s.steps, 1);
+    assert.equal(actor.opt.stepCount, 1);
+    const after = await readParams(model.params);
+    for (const [name, p0] of before) {
+      const want = p0.map((x, i) => x - lr * g.get(name)![i]);
+      assertClose(after.get(name)!, want, { atol: 1e-6, rtol: 1e-4 }, name);
+    }
+    const moved = await policyLogprobs(model, exp);
+    let up = 0, down = 0;
+    for (let i = 0; i < exp.actionMask.length; i++) {
+      if (!exp.actionMask[i]) continue;
+      const d = moved.logp[i] - exp.logp[i];
+      if (exp.advantages[i] > 0) up += d;
+      else down += d;
+    }
+    assert.ok(up > 0, `log-prob of A > 0 tokens moved by ${up}`);
+    assert.ok(down < 0, `log-prob of A < 0 tokens moved by ${down}`);
+  } finally {
+    releaseActor(actor);
+    releaseModel(model);
+  }
+});
+
 Deno.test("the critic fits its returns with the clipped value loss; approx-KL early stop", async () => {
   const model = tinyModel(4), actor = createActor(model);
   const critic = new Critic(createPrm(tinyModel(5), { std: 0 }));

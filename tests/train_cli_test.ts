@@ -2,6 +2,7 @@
 // with every per-iteration metric, the SVG plot, atomic checkpoints (policy + critic in HF layout, optimiser
 // states, trainer state), resuming an interrupted run to bitwise the same weights, per-problem eval JSONL.
 import assert from "node:assert/strict";
+import { FIRST_ERROR_KINDS } from "../core/rl/error_analysis.ts";
 import { buildTinyTokenizer } from "../core/data/tiny_tokenizer.ts";
 import { Gpu } from "../core/gpu/device.ts";
 import { randomModel, releaseModel, saveModel } from "../core/model/model.ts";
@@ -210,7 +211,7 @@ Deno.test("ablation: repeat probe, one run per setting, frozen keeps the policy,
   assert.match(await Deno.readTextFile(`${out}/ablation.md`), /Repeat probe[\s\S]*Reward ablation/);
 });
 
-Deno.test("eval: greedy, pass@k and maj@k with one JSONL record per problem", async () => {
+Deno.test("eval: greedy, pass@k and maj@k, the built-in error analysis, one JSONL record per problem", async () => {
   const r = await cli([
     ...["eval", "--model", models.policy, "--problems", "4", "--samples", "3", "--k", "2"],
     ...["--max-new-tokens", "8", "--out", `${dir}/eval/e.jsonl`],
@@ -223,6 +224,14 @@ Deno.test("eval: greedy, pass@k and maj@k with one JSONL record per problem", as
   assert.equal(rows.length, 4);
   assert.equal(rows[0].samples.length, 3);
   assert.equal(typeof rows[0].greedy.correct, "boolean");
+  // Built-in data: accuracy per template and the first error of each wrong greedy solution (null when right).
+  assert.match(r.stdout, /greedy accuracy by template/);
+  const wrong = rows.filter((x) => !x.greedy.correct).length;
+  assert.match(r.stdout, new RegExp(`first error of the ${wrong} wrong greedy solutions`));
+  for (const x of rows) {
+    if (x.greedy.correct) assert.equal(x.greedy.firstError, null);
+    else assert.ok(FIRST_ERROR_KINDS.includes(x.greedy.firstError.kind), JSON.stringify(x.greedy.firstError));
+  }
 });
 
 Deno.test({

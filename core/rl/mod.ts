@@ -115,6 +115,14 @@ export {
   type ProblemRecord,
   type SolutionRecord,
 } from "./eval.ts";
+export {
+  analyseErrors,
+  type ErrorAnalysis,
+  FIRST_ERROR_KINDS,
+  type FirstError,
+  firstError,
+  type FirstErrorKind,
+} from "./error_analysis.ts";
 export * from "./kl.ts";
 export * from "./gae.ts";
 export * from "./ppo_loss.ts";

@@ -23,7 +23,7 @@ import { type Qwen2Model, uploadPacked } from "../model/model.ts";
 import { releaseActivations, trunkForward } from "../model/qwen2.ts";
 import { createGrads, type Grads, lmHeadGrad, trunkBackward } from "../model/qwen2_backward.ts";
 import { scale } from "../ops/elementwise.ts";
-import { AdamW, type AdamWOptions, GradClip, zeroGrads } from "../optim/mod.ts";
+import { AdamW, type AdamWOptions, GradClip, SGD, zeroGrads } from "../optim/mod.ts";
 import { Rng } from "../data/rng.ts";
 import type { Critic } from "./critic.ts";
 import { type Experience, packRollouts, selectExperience, toRows } from "./experience.ts";
@@ -34,17 +34,25 @@ import { parsePPOStats, PPO_STATS, ppoLossGpu, type PPOStats } from "./ppo_loss_
 export interface Actor {
   model: Qwen2Model;
   grads: Grads;
-  opt: AdamW;
+  opt: AdamW | SGD;
   clip: GradClip;
 }
 
-/** Creates gradients, AdamW and clipping for `model` (release with {@linkcode releaseActor}). */
-export function createActor(model: Qwen2Model, opts: AdamWOptions & { maxGradNorm?: number } = {}): Actor {
-  const { maxGradNorm, ...adam } = opts;
+/**
+ * Creates gradients, the optimiser (AdamW unless `optimizer: "sgd"`) and clipping for `model` (release with
+ * {@linkcode releaseActor}).
+ */
+export function createActor(
+  model: Qwen2Model,
+  opts: AdamWOptions & { maxGradNorm?: number; optimizer?: "adamw" | "sgd" } = {},
+): Actor {
+  const { maxGradNorm, optimizer, ...adam } = opts;
   return {
     model,
     grads: createGrads(model.params),
-    opt: new AdamW(model.gpu, model.params.byName, { weightDecay: 0, ...adam }),
+    opt: optimizer === "sgd"
+      ? new SGD(model.gpu, model.params.byName)
+      : new AdamW(model.gpu, model.params.byName, { weightDecay: 0, ...adam }),
     clip: new GradClip(model.gpu, { maxNorm: maxGradNorm ?? 1 }),
   };
 }
@@ -52,7 +60,7 @@ export function createActor(model: Qwen2Model, opts: AdamWOptions & { maxGradNor
 /** Releases the actor's gradients and optimiser state (not the model). */
 export function releaseActor(actor: Actor): void {
   for (const g of actor.grads.values()) g.release();
-  actor.opt.release();
+  if (actor.opt instanceof AdamW) actor.opt.release();
   actor.clip.release();
 }
 

@@ -56,6 +56,8 @@ export interface TrainConfig {
   lr: number;
   lrSchedule: ScheduleKind;
   warmupSteps: number;
+  /** Actor optimiser: AdamW (per-weight step ≈ lr) or plain SGD (step = lr·gradient). The critic uses AdamW. */
+  optimizer: "adamw" | "sgd";
   /** Critic learning rate. */
   criticLr: number;
   clipRange: number;
@@ -132,6 +134,7 @@ export const TRAIN_DEFAULTS: Readonly<TrainConfig> = {
   lr: 3e-5,
   lrSchedule: "constant",
   warmupSteps: 0,
+  optimizer: "adamw",
   criticLr: 1e-3,
   clipRange: 0.2,
   clipRangeValue: 0.2,
@@ -198,6 +201,7 @@ export const TRAIN_FLAG_DOCS: [keyof TrainConfig, string][] = [
   ["lr", "actor peak learning rate"],
   ["lrSchedule", "constant | linear | cosine (actor, after warmup)"],
   ["warmupSteps", "actor linear warmup (optimiser steps)"],
+  ["optimizer", "actor optimiser: adamw | sgd (w ← w − lr·g, no momentum; the critic uses AdamW)"],
   ["criticLr", "critic learning rate"],
   ["clipRange", "policy ratio clip ε"],
   ["clipRangeValue", "value clip ε_v"],
@@ -295,6 +299,7 @@ export function checkTrainConfig(cfg: TrainConfig): void {
   if (cfg.critic === "prm" && cfg.prm === "none") {
     bad("critic", 'a trunk other than "prm" when --prm is none');
   }
+  if (!["adamw", "sgd"].includes(cfg.optimizer)) bad("optimizer", "adamw or sgd");
   if (!["constant", "linear", "cosine"].includes(cfg.lrSchedule)) {
     bad("lrSchedule", "constant, linear or cosine");
   }

@@ -244,7 +244,11 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
         seed: cfg.seed,
       });
     } else l.critic = null;
-    l.actor = createActor(l.policy, { weightDecay: cfg.weightDecay, maxGradNorm: cfg.maxGradNorm });
+    l.actor = createActor(l.policy, {
+      weightDecay: cfg.weightDecay,
+      maxGradNorm: cfg.maxGradNorm,
+      optimizer: cfg.optimizer,
+    });
     if (ckpt) {
       await l.actor.opt.load(joinPath(ckpt, "policy_optimizer.safetensors"));
       if (l.critic) await l.critic.opt.load(joinPath(ckpt, "critic_optimizer.safetensors"));
