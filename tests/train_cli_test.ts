@@ -67,6 +67,14 @@ Deno.test("train --help lists every setting with its default; bad flags and conf
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /Invalid --epochs 0: expected an integer ≥ 1/);
   assert.equal((await cli(["train", "--bogus"])).code, 2);
+  const exactOnGsm = await cli(["train", "--prm", "exact", "--data", "x.jsonl"]);
+  assert.equal(exactOnGsm.code, 2);
+  assert.match(exactOnGsm.stderr, /Invalid --prm "exact".*needs --data builtin/);
+  assert.match((await cli(["train", "--prm", "exact", "--critic", "prm"])).stderr, /Invalid --critic "prm"/);
+  assert.match(
+    (await cli(["train", "--optimizer", "adam"])).stderr,
+    /Invalid --optimizer "adam": expected adamw or sgd/,
+  );
   await Deno.writeTextFile(
     `${dir}/cfg.json`,
     JSON.stringify({ "samples-per-question": 3, shaping: "delta", whiten: false }),

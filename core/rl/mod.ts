@@ -60,6 +60,7 @@ export {
 } from "./ppo.ts";
 export {
   checkTrainConfig,
+  EXACT_PRM,
   parseTrainConfigJson,
   TRAIN_DEFAULTS,
   TRAIN_FLAG_DOCS,

@@ -9,6 +9,9 @@ import type { KLEstimator } from "./kl.ts";
 import type { ScheduleKind } from "../optim/mod.ts";
 import type { ShapingKind } from "../rewards/shaping.ts";
 
+/** `--prm exact`: step scores from the built-in task's exact step labels (core/rm/exact_scorer.ts). */
+export const EXACT_PRM = "exact";
+
 /** Every setting of a PPO run. */
 export interface TrainConfig {
   /** Policy: directory or hub id; "auto" = runs/sft-tiny/final, built by SFT (the library API) when absent. */
@@ -174,7 +177,11 @@ export const TRAIN_FLAG_DOCS: [keyof TrainConfig, string][] = [
     'policy directory or hub id; "auto" = runs/sft-tiny/final (built with the SFT defaults if absent)',
   ],
   ["ref", 'frozen reference policy; "" = a separate copy of --model'],
-  ["prm", 'PRM directory or hub id; "auto" = runs/prm-tiny/final (trained if absent); "none"'],
+  [
+    "prm",
+    'PRM directory or hub id; "auto" = runs/prm-tiny/final (trained if absent); "none"; "exact" = the built-in ' +
+    "task's exact step labels as step scores (an oracle PRM, for comparison)",
+  ],
   ["critic", 'critic trunk: "policy", "prm" or "none" (values 0); none with --advantage rloo'],
   [
     "data",
@@ -298,6 +305,12 @@ export function checkTrainConfig(cfg: TrainConfig): void {
   if (!["policy", "prm", "none"].includes(cfg.critic)) bad("critic", '"policy", "prm" or "none"');
   if (cfg.critic === "prm" && cfg.prm === "none") {
     bad("critic", 'a trunk other than "prm" when --prm is none');
+  }
+  if (cfg.prm === EXACT_PRM && cfg.data !== "builtin") {
+    bad("prm", `a PRM directory, hub id, "auto" or "none" ("${EXACT_PRM}" needs --data builtin)`);
+  }
+  if (cfg.critic === "prm" && cfg.prm === EXACT_PRM) {
+    bad("critic", `a trunk other than "prm" when --prm is exact`);
   }
   if (!["adamw", "sgd"].includes(cfg.optimizer)) bad("optimizer", "adamw or sgd");
   if (!["constant", "linear", "cosine"].includes(cfg.lrSchedule)) {

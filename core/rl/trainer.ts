@@ -19,11 +19,12 @@
  *
  * @module
  */
-import type { MathExample } from "../data/arithmetic.ts";
+import { generateProblems, type MathExample } from "../data/arithmetic.ts";
 import { fnv1a32 } from "../data/rng.ts";
 import { getGpu, type Gpu } from "../gpu/device.ts";
 import { loadModel, type Qwen2Model, releaseModel, saveModel } from "../model/model.ts";
 import { lrAt } from "../optim/mod.ts";
+import { ExactStepScorer } from "../rm/exact_scorer.ts";
 import { loadRewardModel, RewardScorer } from "../rm/scorer.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { type MetricsRecord, MetricsWriter, readMetrics } from "../train/metrics.ts";
@@ -47,7 +48,7 @@ import {
 import { collectRollouts, type RolloutResult } from "./rollout.ts";
 import { openRun } from "../train/sft_checkpoint.ts";
 import { ensurePolicy, ensurePrm, loadProblems } from "./setup.ts";
-import { checkTrainConfig, TRAIN_DEFAULTS, type TrainConfig } from "./train_config.ts";
+import { checkTrainConfig, EXACT_PRM, TRAIN_DEFAULTS, type TrainConfig } from "./train_config.ts";
 
 /** Callbacks and environment of {@linkcode runPPO}. */
 export interface PPOHooks {
@@ -190,7 +191,7 @@ interface Loaded {
   ref: Qwen2Model;
   actor: Actor;
   critic: Critic | null;
-  scorer: RewardScorer | null;
+  scorer: RewardScorer | ExactStepScorer | null;
 }
 
 function release(l: Partial<Loaded>): void {
@@ -198,7 +199,7 @@ function release(l: Partial<Loaded>): void {
   if (l.policy) releaseModel(l.policy);
   if (l.ref) releaseModel(l.ref);
   l.critic?.release();
-  l.scorer?.release();
+  if (l.scorer instanceof RewardScorer) l.scorer.release();
 }
 
 /**
@@ -231,7 +232,12 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
     l.policy = await loadModel(policyDir, { gpu });
     l.ref = await loadModel(refSource, { gpu });
     const tokenizer = await loadTokenizer(l.policy.dir!);
-    if (prmSource) l.scorer = new RewardScorer({ prm: await loadRewardModel(prmSource, "prm", { gpu }) });
+    if (prmSource === EXACT_PRM) {
+      // The oracle PRM: exact step labels of the run's built-in train problems (the same ones loadProblems makes).
+      l.scorer = new ExactStepScorer(generateProblems(cfg.trainProblems, { seed: cfg.seed, split: "train" }));
+    } else if (prmSource) {
+      l.scorer = new RewardScorer({ prm: await loadRewardModel(prmSource, "prm", { gpu }) });
+    }
     // RLOO's baseline is the question's other samples: a critic would cost a trunk's forward and backward per
     // iteration and change nothing.
     if (cfg.critic !== "none" && cfg.advantage !== "rloo") {
@@ -393,7 +399,7 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
             klEstimator: cfg.klEstimator,
             klInReward: cfg.klMode === "reward",
           },
-          stepSeparator: scorer?.prm?.convention.separator,
+          stepSeparator: scorer instanceof RewardScorer ? scorer.prm?.convention.separator : undefined,
           gamma: cfg.gamma,
           lambda: cfg.lambda,
           whiten: cfg.whiten,

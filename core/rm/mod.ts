@@ -38,6 +38,7 @@ export { checkOrm, createOrm, ormReadPosition, ormScores } from "./orm.ts";
 export type { OrmScores } from "./orm.ts";
 export { loadRewardModel, rewardModel, RewardScorer } from "./scorer.ts";
 export type { RewardModel, RewardScorerOptions } from "./scorer.ts";
+export { ExactStepScorer } from "./exact_scorer.ts";
 export {
   builtinStepExamples,
   continueTexts,

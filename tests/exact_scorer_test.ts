@@ -1,0 +1,60 @@
+// The oracle PRM of `train --prm exact` (core/rm/exact_scorer.ts): step scores are the exact prefix labels of
+// the built-in task, shaped like a trained PRM's, with the success reward; unknown questions are errors.
+import assert from "node:assert/strict";
+import { applyOp, generateProblems, renderSolution, renderStep } from "../core/data/arithmetic.ts";
+import { labelSteps } from "../core/data/step_labels.ts";
+import { shapeStepRewards } from "../core/rewards/shaping.ts";
+import { ExactStepScorer } from "../core/rm/exact_scorer.ts";
+
+const problems = generateProblems(40, { seed: "exact-scorer", split: "train" });
+const scorer = new ExactStepScorer(problems);
+
+Deno.test("a reference solution scores 1 at every step; a miscopied operand scores 0 from its step on", async () => {
+  for (const p of problems) {
+    const lines = p.steps.map((s) => s.text);
+    const k = p.steps.length - 1, s = p.steps[k];
+    const bad = renderStep(s.template, s.op, 7777, s.operands[1], applyOp(s.op, 7777, s.operands[1]));
+    const wrong = renderSolution([...lines.slice(0, k), bad], p.finalAnswer);
+    const [ok, ko] = await scorer.score([
+      { question: p.question, solution: p.answer, goldAnswer: String(p.finalAnswer) },
+      {
+        question: p.question,
+        solution: wrong,
+        goldAnswer: String(p.finalAnswer),
+        shaping: { kind: "clip_delta", eta: 0.5 },
+      },
+    ]);
+    assert.deepEqual(ok.stepScores, lines.map(() => 1).concat(1));
+    assert.equal(ok.success, 1);
+    // The miscopied step k and everything after it (the final answer line) score 0; the labels agree.
+    const want = lines.map((_, i) => (i < k ? 1 : 0)).concat(0);
+    assert.deepEqual(ko.stepScores, want);
+    assert.deepEqual(ko.stepScores, labelSteps(p, wrong).labels);
+    assert.deepEqual(ko.shapedRewards, Array.from(shapeStepRewards(want, { kind: "clip_delta", eta: 0.5 })));
+    // Its final line still gives the gold answer: the outcome is a success although a step is wrong.
+    assert.equal(ko.success, 1);
+  }
+});
+
+Deno.test("steps given as a list score like the same solution text; no gold answer, no success", async () => {
+  const p = problems[3];
+  const steps = p.answer.split("\n");
+  const [a, b] = await scorer.score([{ question: p.question, steps }, {
+    question: p.question,
+    solution: p.answer,
+  }]);
+  assert.deepEqual(a, b);
+  assert.equal(a.success, null);
+  assert.equal(a.ormScore, null);
+  assert.deepEqual(scorer.models(), []);
+});
+
+Deno.test("a question that is not one of the problems is an error naming the item", async () => {
+  await assert.rejects(
+    scorer.score([{ question: problems[0].question, solution: "1" }, {
+      question: "What is 2+2?",
+      solution: "4",
+    }]),
+    /Cannot score item 1 with exact step labels: its question is not one of the 40 built-in problems/,
+  );
+});
