@@ -392,6 +392,12 @@ const PRM_FLAGS: [string, string, string | null][] = [
     "exact labels: first_error (1 up to the first wrong step, 0 from it on) | independent (each step's own verdict)",
     "first_error",
   ],
+  [
+    "number-labels",
+    "exact first_error labels: also train the last token of each number up to the first wrong step (1 while the " +
+    "step's numbers are the problem's quantities or true intermediate values, 0 from the first that is not)",
+    null,
+  ],
   ...RM.training,
   ["seed", "seed of problems, corruptions, samples and data order", "0"],
   RM.problems,
@@ -472,6 +478,10 @@ ${flagHelp(PRM_FLAGS)}
       const mcMode = choiceFlag(cmd, f, "mc-mode", ["soft", "hard"] as const, "soft");
       const mcRollouts = numFlag(cmd, f, "mc-rollouts", 8);
       const mode = choiceFlag(cmd, f, "label-mode", LABEL_MODES, "first_error");
+      const numberLabels = f["number-labels"] === true;
+      if (numberLabels && (labels !== "exact" || mode !== "first_error")) {
+        throw new UsageError(`${cmd}: --number-labels needs --labels exact and --label-mode first_error`);
+      }
       const data = (f.data as string | undefined) ?? "builtin";
       const out = (f.out as string | undefined) ?? "runs/prm-tiny";
       const quiet = f.quiet === true;
@@ -555,7 +565,9 @@ ${flagHelp(PRM_FLAGS)}
           : mode === "first_error"
           ? "exact, first_error: P(every step up to this one is correct)"
           : "exact, independent: P(this step is correct on its own)";
-        await trainSaveEvaluate(cmd, "prm", init, prmTrainExamples(init.tokenizer, examples), {
+        if (numberLabels) init.model.config.raw.prm_training_labels += "; also at number tokens (exact)";
+        const trainExamples = prmTrainExamples(init.tokenizer, examples, { numberLabels });
+        await trainSaveEvaluate(cmd, "prm", init, trainExamples, {
           out,
           train,
           labelMode: labels === "exact" && !labelled ? mode : undefined,

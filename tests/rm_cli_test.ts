@@ -157,6 +157,9 @@ Deno.test("reward-model commands: usage errors exit 2, missing models exit 1, bo
   assert.equal(mode.code, 2);
   assert.match(mode.stderr, /label-mode/);
   assert.match(mc.stderr, /--labels mc .* need a policy/);
+  const num = await cli("train-prm", "--number-labels", "--label-mode", "independent", "--policy", "none");
+  assert.equal(num.code, 2);
+  assert.match(num.stderr, /--number-labels needs --labels exact and --label-mode first_error/);
   const bad = await cli("train-orm", "--steps", "x");
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /--steps must be a number, got "x"/);

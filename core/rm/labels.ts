@@ -20,6 +20,7 @@
  */
 import type { ArithmeticProblem } from "../data/arithmetic.ts";
 import { CORRUPTION_KINDS, corruptSolution } from "../data/corrupt.ts";
+import { numberKey } from "../data/equations.ts";
 import { fnv1a32, Rng } from "../data/rng.ts";
 import { type LabelMode, labelSteps } from "../data/step_labels.ts";
 import { calculatorFor } from "../model/calculator.ts";
@@ -42,6 +43,11 @@ export interface StepExample {
   gold: string;
   /** Where the solution came from: "reference", "corrupted:<kind>", "policy". */
   source: string;
+  /**
+   * Built-in task: keys (`numberKey`) of the numbers a correct step may contain, its quantities and true
+   * intermediate values. With it, `prmTrainExamples(…, { numberLabels: true })` also trains each number's token.
+   */
+  known?: string[];
 }
 
 /** A solution with an outcome label (ORM training and evaluation). */
@@ -85,9 +91,9 @@ export function builtinStepExamples(
   const rng = new Rng(`rm-labels:${opts.seed ?? 0}`);
   const out: StepExample[] = [];
   problems.forEach((p, i) => {
-    const gold = String(p.finalAnswer);
+    const gold = String(p.finalAnswer), known = knownNumbers(p);
     if (reference) {
-      out.push({ ...exactLabels(p, p.answer, mode), question: p.question, gold, source: "reference" });
+      out.push({ ...exactLabels(p, p.answer, mode), question: p.question, gold, source: "reference", known });
     }
     for (let j = 0; j < corruptions; j++) {
       const kind = CORRUPTION_KINDS[(i * corruptions + j) % CORRUPTION_KINDS.length];
@@ -99,10 +105,16 @@ export function builtinStepExamples(
         labels: c.labels.labels,
         gold,
         source: `corrupted:${kind}`,
+        known,
       });
     }
   });
   return out;
+}
+
+/** Keys (`numberKey`) of a built-in problem's quantities and true intermediate values, sorted. */
+export function knownNumbers(problem: ArithmeticProblem): string[] {
+  return [...new Set([...problem.quantities, ...problem.acceptedValues].map(numberKey))].sort();
 }
 
 /** Steps and exact labels of any solution of a built-in problem (`labelSteps`). */
@@ -212,7 +224,13 @@ export function labelPolicySamples(
     samples[i].flatMap((s) => {
       const l = exactLabels(p, s, mode);
       return l.steps.length
-        ? [{ ...l, question: p.question, gold: String(p.finalAnswer), source: "policy" }]
+        ? [{
+          ...l,
+          question: p.question,
+          gold: String(p.finalAnswer),
+          source: "policy",
+          known: knownNumbers(p),
+        }]
         : [];
     })
   );

@@ -43,6 +43,7 @@ export {
   builtinStepExamples,
   continueTexts,
   exactLabels,
+  knownNumbers,
   labelPolicySamples,
   monteCarloStepLabels,
   outcomeExamples,
@@ -64,7 +65,14 @@ export {
   rmLossAndGrads,
   trainRewardModel,
 } from "./train_rm.ts";
-export type { RmLossResult, RmStepLog, RmTrainExample, RmTrainOptions, RmTrainResult } from "./train_rm.ts";
+export type {
+  PrmTrainExampleOptions,
+  RmLossResult,
+  RmStepLog,
+  RmTrainExample,
+  RmTrainOptions,
+  RmTrainResult,
+} from "./train_rm.ts";
 export {
   bestOfN,
   classMetrics,

@@ -20,7 +20,7 @@
 import type { Qwen2Model } from "../model/model.ts";
 import { headLogits, withScoreHead } from "../model/heads.ts";
 import type { Qwen2Config } from "../model/config.ts";
-import { splitSteps, stepEndTokens } from "../rewards/steps.ts";
+import { splitSteps, stepEndTokens, type TokenOffset } from "../rewards/steps.ts";
 import { applyChatTemplate } from "../tokenizer/chat_template.ts";
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 
@@ -63,6 +63,10 @@ export interface RmInput {
   steps: string[];
   /** The input text the ids spell. */
   text: string;
+  /** Character span `[start, end)` of each step in `text`. */
+  spans: { start: number; end: number }[];
+  /** Character offsets `[start, end)` of each token in `text`. */
+  offsets: ArrayLike<TokenOffset>;
 }
 
 /** The step convention recorded in `cfg` (`prm_step_convention` or `orm_step_convention`), else the default. */
@@ -141,6 +145,8 @@ export function buildRmInput(
     sepEnds: stepEndTokens(sepSpans, enc.offsets),
     steps: clean,
     text,
+    spans,
+    offsets: enc.offsets,
   };
 }
 

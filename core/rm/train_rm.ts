@@ -23,6 +23,8 @@ import { AdamW, GradClip, lrAt, type ScheduleKind, zeroGrads } from "../optim/mo
 import type { Tokenizer } from "../tokenizer/tokenizer.ts";
 import type { OutcomeExample, StepExample } from "./labels.ts";
 import { buildRmInput } from "./prm.ts";
+import { numberKey } from "../data/equations.ts";
+import { stepEndTokens } from "../rewards/steps.ts";
 
 /** One training sequence: token ids, the positions read and their targets in [0, 1]. */
 export interface RmTrainExample {
@@ -34,18 +36,49 @@ export interface RmTrainExample {
   targets: number[];
 }
 
-/** PRM training sequences: each step's end token with its label. */
+/** Options of {@linkcode prmTrainExamples}. */
+export interface PrmTrainExampleOptions {
+  /** Step separator of the PRM's convention (default the project's). */
+  separator?: string;
+  /**
+   * Also train the last token of every number up to the first wrong step (examples with `known` only; prefix
+   * labels): 1 while every number of the step so far is one a correct step may contain, 0 from the first that is
+   * not (a miscopied operand, an off-path result). The step-end reads keep the step labels. This marks where a
+   * step goes wrong, not just that it does (default false).
+   */
+  numberLabels?: boolean;
+}
+
+/** PRM training sequences: each step's end token with its label (and with `numberLabels`, number tokens). */
 export function prmTrainExamples(
   tokenizer: Tokenizer,
   examples: readonly StepExample[],
-  opts: { separator?: string } = {},
+  opts: PrmTrainExampleOptions = {},
 ): RmTrainExample[] {
   return examples.map((ex, i) => {
     if (ex.labels.length !== ex.steps.length) {
       throw new Error(`PRM example ${i} has ${ex.labels.length} labels for ${ex.steps.length} steps`);
     }
     const input = buildRmInput(tokenizer, ex.question, ex.steps, { separator: opts.separator });
-    return { ids: input.ids, reads: input.stepEnds, targets: ex.labels };
+    const reads = [...input.stepEnds], targets = [...ex.labels];
+    if (opts.numberLabels && ex.known) {
+      const known = new Set(ex.known), ends = new Set(input.stepEnds);
+      for (let k = 0; k < input.steps.length; k++) {
+        const { start } = input.spans[k];
+        const numbers = [...input.steps[k].matchAll(/\d+(?:\.\d+)?/g)];
+        const spans = numbers.map((m) => ({ start: start + m.index!, end: start + m.index! + m[0].length }));
+        const tokens = spans.length ? stepEndTokens(spans, input.offsets) : [];
+        let ok = true;
+        numbers.forEach((m, j) => {
+          ok &&= ex.labels[k] === 1 || known.has(numberKey(m[0]));
+          if (ends.has(tokens[j])) return;
+          reads.push(tokens[j]);
+          targets.push(ok ? 1 : 0);
+        });
+        if (ex.labels[k] !== 1) break; // after the first wrong step every prefix is wrong: the step ends say so
+      }
+    }
+    return { ids: input.ids, reads, targets };
   });
 }
 
