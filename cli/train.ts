@@ -60,7 +60,7 @@ function helpText(): string {
 PPO fine-tuning of a policy with process rewards on the GPU: K sampled solutions per question, training-mode
 old log-probs, a frozen reference policy, a critic on its own trunk, PRM step scores shaped by Clip / Delta /
 Clip-Delta (Gao et al. 2024) plus the success reward, KL penalty, GAE and whitening on the GPU, clipped policy
-and value losses, AdamW with clipping. Writes metrics.jsonl (one record per iteration), metrics.svg,
+and value losses, AdamW (or SGD) with clipping. Writes metrics.jsonl (one record per iteration), metrics.svg,
 eval.jsonl, atomic checkpoints (policy + critic in HF layout, optimiser states, RNG state, config) that
 --resume continues exactly, and final/. Ctrl-C stops after the current iteration and saves a checkpoint.
 

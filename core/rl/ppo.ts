@@ -5,7 +5,7 @@
  * actor   logp, H = lmHeadForward(trunkForward(prompt + response))         training mode, activations saved
  *         loss_π = mean_j max(−A_j ρ_j, −A_j clip(ρ_j, 1 ± ε)) − c_H·mean_j H_j (+ β·mean_j k_j in-loss KL)
  *         dlogp_j (GPU, ppoLossGpu) → lmHeadBackward (dlogp, dH = −c_H m_j/n) → trunkBackward
- *         AdamW with global-norm clipping;  early stop when approx-KL > 1.5·targetKL (before the step)
+ *         AdamW (or SGD) with global-norm clipping;  early stop when approx-KL > 1.5·targetKL (before the step)
  * critic  clipped value loss → Critic.step (critic.ts)
  * ```
  * with ρ_j = exp(logp_j − logpOld_j). A minibatch may be split into micro-batches whose gradients add up to
