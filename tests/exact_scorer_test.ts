@@ -1,10 +1,19 @@
 // The oracle PRM of `train --prm exact` (core/rm/exact_scorer.ts): step scores are the exact prefix labels of
-// the built-in task, shaped like a trained PRM's, with the success reward; unknown questions are errors.
+// the built-in task, shaped like a trained PRM's, with the success reward; unknown questions are errors; the
+// raw sum of even these scores pays for repeated steps while Clip and Delta do not.
 import assert from "node:assert/strict";
-import { applyOp, generateProblems, renderSolution, renderStep } from "../core/data/arithmetic.ts";
+import {
+  applyOp,
+  generateProblems,
+  renderSolution,
+  renderStep,
+  toMathExample,
+} from "../core/data/arithmetic.ts";
 import { labelSteps } from "../core/data/step_labels.ts";
 import { shapeStepRewards } from "../core/rewards/shaping.ts";
+import { repeatProbe } from "../core/rl/repeat_probe.ts";
 import { ExactStepScorer } from "../core/rm/exact_scorer.ts";
+import { assertClose } from "./util/close.ts";
 
 const problems = generateProblems(40, { seed: "exact-scorer", split: "train" });
 const scorer = new ExactStepScorer(problems);
@@ -57,4 +66,18 @@ Deno.test("a question that is not one of the problems is an error naming the ite
     }]),
     /Cannot score item 1 with exact step labels: its question is not one of the 40 built-in problems/,
   );
+});
+
+Deno.test("a PRM that makes no mistakes is still farmed by the raw sum: each repeat of a correct step pays 1", async () => {
+  const rows = await repeatProbe(scorer, problems.map(toMathExample), {
+    repeats: [0, 1, 3],
+    shaping: { eta: 0.5, finalStepZero: true },
+  });
+  const raw = rows.map((r) => r.returns.none), flat = (k: string) => rows.map((r) => r.returns[k]);
+  assert.deepEqual(rows.map((r) => r.copyScore), [1, 1, 1], "a repeated correct step is a correct step");
+  assertClose([raw[1] - raw[0], raw[2] - raw[0]], [1, 3], { atol: 1e-9, rtol: 0 }, "raw gain per copy");
+  for (const k of ["clip", "delta", "clip_delta"]) {
+    const v = flat(k);
+    assertClose(v, [v[0], v[0], v[0]], { atol: 1e-9, rtol: 0 }, `${k} return`);
+  }
 });
