@@ -2,7 +2,8 @@
  * Per-kernel GPU time from timestamp queries: while a {@linkcode KernelProfiler} is attached to a {@linkcode Gpu}
  * (`gpu.profiler = new KernelProfiler()`), every dispatch runs in its own compute pass whose start and end
  * times are written to a query set, and each batch's submit adds the elapsed times per kernel name. One pass
- * per dispatch costs a little, so attach it only to measure (bench, `WEBGPU_PROFILE=1`).
+ * per dispatch costs a little, so attach it only to measure (bench, `WEBGPU_PROFILE=1`). On lavapipe the totals
+ * miss most of the work (core/gpu/README.md): profile the process with perf there.
  *
  * @example
  * ```ts
