@@ -25,12 +25,10 @@ import { getGpu } from "../core/gpu/device.ts";
 import { loadModel, releaseModel } from "../core/model/model.ts";
 import { evaluatePolicy } from "../core/rl/eval.ts";
 import { repeatProbe, type RepeatProbeRow } from "../core/rl/repeat_probe.ts";
-import { generateProblems } from "../core/data/arithmetic.ts";
-import { ExactStepScorer } from "../core/rm/exact_scorer.ts";
 import { RewardScorer } from "../core/rm/scorer.ts";
 import type { ShapingKind } from "../core/rewards/shaping.ts";
 import type { EvalSummary } from "../core/rl/ppo_checkpoint.ts";
-import { ensurePolicy, ensurePrm, loadProblems } from "../core/rl/setup.ts";
+import { builtinExactScorer, ensurePolicy, ensurePrm, loadProblems } from "../core/rl/setup.ts";
 import { EXACT_PRM, type TrainConfig } from "../core/rl/train_config.ts";
 import { textTable } from "../core/rl/plot.ts";
 import { evalSummary, runPPO } from "../core/rl/trainer.ts";
@@ -246,12 +244,8 @@ export const ablationCommand: Command = {
       let probe: RepeatProbeRow[] | null = null;
       const probeSet = (problems.eval.length ? problems.eval : problems.train).slice(0, 100);
       if (prmDir) {
-        // --prm exact: the oracle PRM over the problems the probe may use (held-out, else train).
         const scorer = prmDir === EXACT_PRM
-          ? new ExactStepScorer([
-            ...generateProblems(config.evalProblems, { seed: 0, split: "test" }),
-            ...generateProblems(config.trainProblems, { seed: config.seed, split: "train" }),
-          ])
+          ? builtinExactScorer(config)
           : await RewardScorer.load({ prm: prmDir, gpu });
         try {
           probe = await repeatProbe(scorer, probeSet, {
@@ -260,7 +254,7 @@ export const ablationCommand: Command = {
             success: config.successCorrect,
           });
         } finally {
-          if (scorer instanceof RewardScorer) scorer.release();
+          scorer.release();
         }
       }
       const probeTable = probe ? repeatProbeTable(probe, config.alpha) : null;

@@ -28,7 +28,7 @@ export type {
 } from "./arithmetic.ts";
 export { findEquations, parseNumber, ratKey } from "./equations.ts";
 export type { Equation, Rational, StepArithmetic } from "./equations.ts";
-export { labelSteps } from "./step_labels.ts";
+export { labelSteps, referenceNumbers } from "./step_labels.ts";
 export type {
   LabelledStep,
   LabelMode,

@@ -122,6 +122,12 @@ function judge(
   return { kind: "equation", verdict, value };
 }
 
+/** Keys (`numberKey`) of R, the true values (`onPath`), and of Q ∪ R, the numbers a correct step may use (`known`). */
+export function referenceNumbers(ref: LabelReference): { known: Set<string>; onPath: Set<string> } {
+  const onPath = new Set(ref.acceptedValues.map(numberKey));
+  return { known: new Set([...ref.quantities.map(numberKey), ...onPath]), onPath };
+}
+
 /**
  * Labels every step of `solution` for the problem `ref` (see the module doc for the exact rules).
  *
@@ -133,8 +139,7 @@ export function labelSteps(ref: LabelReference, solution: string, opts: LabelSte
   if (mode !== "first_error" && mode !== "independent") {
     throw new Error(`Cannot label steps: mode must be "first_error" or "independent", got "${mode}"`);
   }
-  const onPath = new Set(ref.acceptedValues.map(numberKey));
-  const known = new Set([...ref.quantities.map(numberKey), ...onPath]);
+  const { known, onPath } = referenceNumbers(ref);
   const gold = extractAnswer(String(ref.finalAnswer));
   if (gold === null) throw new Error(`Cannot label steps: final answer "${ref.finalAnswer}" is not a number`);
   const steps: LabelledStep[] = [];

@@ -93,4 +93,7 @@ export class SGD {
   load(path: string, opts: StateFileOptions = {}): Promise<void> {
     return loadOptimizerState(path, this, opts);
   }
+
+  /** Nothing to release (SGD holds no state tensors); here so callers release any optimiser alike. */
+  release(): void {}
 }

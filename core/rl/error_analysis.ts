@@ -24,7 +24,7 @@
  */
 import type { ArithmeticProblem } from "../data/arithmetic.ts";
 import { numberKey } from "../data/equations.ts";
-import { labelSteps } from "../data/step_labels.ts";
+import { labelSteps, referenceNumbers } from "../data/step_labels.ts";
 
 /** The first-error kinds, in report order. */
 export const FIRST_ERROR_KINDS = [
@@ -74,7 +74,7 @@ export function firstError(
   if (i < 0) return { kind: "no_answer", step: labels.steps.length };
   const s = labels.steps[i];
   if (s.verdict !== "wrong_answer") return { kind: s.verdict as FirstErrorKind, step: i };
-  const onPath = new Set(problem.acceptedValues.map(numberKey));
+  const { onPath } = referenceNumbers(problem);
   let key: string | null = null;
   try {
     key = s.value === null ? null : numberKey(s.value);

@@ -60,7 +60,7 @@ export function createActor(
 /** Releases the actor's gradients and optimiser state (not the model). */
 export function releaseActor(actor: Actor): void {
   for (const g of actor.grads.values()) g.release();
-  if (actor.opt instanceof AdamW) actor.opt.release();
+  actor.opt.release();
   actor.clip.release();
 }
 

@@ -15,6 +15,7 @@ import { generateProblems, type MathExample } from "../data/arithmetic.ts";
 import { loadGsm8k } from "../data/gsm8k.ts";
 import type { Gpu } from "../gpu/device.ts";
 import { loadModel, releaseModel, saveModel } from "../model/model.ts";
+import { ExactStepScorer } from "../rm/exact_scorer.ts";
 import { builtinStepExamples, labelPolicySamples, samplePolicy } from "../rm/labels.ts";
 import { createPrm } from "../rm/prm.ts";
 import { prmTrainExamples, trainRewardModel } from "../rm/train_rm.ts";
@@ -152,6 +153,19 @@ export interface RunProblems {
   /** Where the train problems came from, in words. */
   trainSource: string;
   eval: MathExample[];
+}
+
+/**
+ * The oracle PRM of `--prm exact` (core/rm/exact_scorer.ts) for a run on the built-in task: the exact labels of
+ * the run's train problems and of the held-out ones (the problems {@linkcode loadProblems} makes).
+ */
+export function builtinExactScorer(
+  cfg: { trainProblems: number; seed: number; evalProblems: number },
+): ExactStepScorer {
+  return new ExactStepScorer([
+    ...generateProblems(cfg.trainProblems, { seed: cfg.seed, split: "train" }),
+    ...generateProblems(cfg.evalProblems, { seed: 0, split: "test" }),
+  ]);
 }
 
 /**

@@ -19,12 +19,12 @@
  *
  * @module
  */
-import { generateProblems, type MathExample } from "../data/arithmetic.ts";
+import type { MathExample } from "../data/arithmetic.ts";
 import { fnv1a32 } from "../data/rng.ts";
 import { getGpu, type Gpu } from "../gpu/device.ts";
 import { loadModel, type Qwen2Model, releaseModel, saveModel } from "../model/model.ts";
 import { lrAt } from "../optim/mod.ts";
-import { ExactStepScorer } from "../rm/exact_scorer.ts";
+import type { ExactStepScorer } from "../rm/exact_scorer.ts";
 import { loadRewardModel, RewardScorer } from "../rm/scorer.ts";
 import { loadTokenizer } from "../tokenizer/tokenizer.ts";
 import { type MetricsRecord, MetricsWriter, readMetrics } from "../train/metrics.ts";
@@ -47,7 +47,7 @@ import {
 } from "./ppo_checkpoint.ts";
 import { collectRollouts, type RolloutResult } from "./rollout.ts";
 import { openRun } from "../train/sft_checkpoint.ts";
-import { ensurePolicy, ensurePrm, loadProblems } from "./setup.ts";
+import { builtinExactScorer, ensurePolicy, ensurePrm, loadProblems } from "./setup.ts";
 import { checkTrainConfig, EXACT_PRM, TRAIN_DEFAULTS, type TrainConfig } from "./train_config.ts";
 
 /** Callbacks and environment of {@linkcode runPPO}. */
@@ -199,7 +199,7 @@ function release(l: Partial<Loaded>): void {
   if (l.policy) releaseModel(l.policy);
   if (l.ref) releaseModel(l.ref);
   l.critic?.release();
-  if (l.scorer instanceof RewardScorer) l.scorer.release();
+  l.scorer?.release();
 }
 
 /**
@@ -232,10 +232,8 @@ export async function runPPO(config: Partial<TrainConfig>, hooks: PPOHooks = {})
     l.policy = await loadModel(policyDir, { gpu });
     l.ref = await loadModel(refSource, { gpu });
     const tokenizer = await loadTokenizer(l.policy.dir!);
-    if (prmSource === EXACT_PRM) {
-      // The oracle PRM: exact step labels of the run's built-in train problems (the same ones loadProblems makes).
-      l.scorer = new ExactStepScorer(generateProblems(cfg.trainProblems, { seed: cfg.seed, split: "train" }));
-    } else if (prmSource) {
+    if (prmSource === EXACT_PRM) l.scorer = builtinExactScorer(cfg);
+    else if (prmSource) {
       l.scorer = new RewardScorer({ prm: await loadRewardModel(prmSource, "prm", { gpu }) });
     }
     // RLOO's baseline is the question's other samples: a critic would cost a trunk's forward and backward per

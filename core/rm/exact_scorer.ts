@@ -47,15 +47,12 @@ export class ExactStepScorer implements Scorer {
         );
       }
       const steps = it.steps ?? splitSteps(it.solution ?? "").map((s) => s.text);
-      // Each step on its own line, so labelSteps sees the same steps; a step spanning lines is labelled by its
-      // worst line (a step is correct only when all its text is).
-      const scores = steps.map(() => 1);
-      let wrongFrom = steps.length;
-      steps.forEach((s, k) => {
-        const own = labelSteps(p, s, { mode: "independent" }).steps;
-        if (own.some((x) => !x.correct) && k < wrongFrom) wrongFrom = k;
-      });
-      for (let k = wrongFrom; k < steps.length; k++) scores[k] = 0;
+      // Each step labelled on its own, so labelSteps sees the same steps; a step spanning lines is wrong when any of
+      // its lines is (a step is correct only when all its text is).
+      const first = steps.findIndex((s) =>
+        labelSteps(p, s, { mode: "independent" }).steps.some((x) => !x.correct)
+      );
+      const scores = steps.map((_, k) => (first < 0 || k < first ? 1 : 0));
       const solution = it.solution ?? steps.join("\n");
       return {
         steps,
@@ -71,4 +68,7 @@ export class ExactStepScorer implements Scorer {
   models(): ModelInfo[] {
     return [];
   }
+
+  /** Nothing to release (no GPU state); here so callers release any scorer alike. */
+  release(): void {}
 }

@@ -20,9 +20,8 @@
  */
 import type { ArithmeticProblem } from "../data/arithmetic.ts";
 import { CORRUPTION_KINDS, corruptSolution } from "../data/corrupt.ts";
-import { numberKey } from "../data/equations.ts";
 import { fnv1a32, Rng } from "../data/rng.ts";
-import { type LabelMode, labelSteps } from "../data/step_labels.ts";
+import { type LabelMode, labelSteps, referenceNumbers } from "../data/step_labels.ts";
 import { calculatorFor } from "../model/calculator.ts";
 import { generate } from "../model/generate.ts";
 import type { Qwen2Model } from "../model/model.ts";
@@ -114,7 +113,7 @@ export function builtinStepExamples(
 
 /** Keys (`numberKey`) of a built-in problem's quantities and true intermediate values, sorted. */
 export function knownNumbers(problem: ArithmeticProblem): string[] {
-  return [...new Set([...problem.quantities, ...problem.acceptedValues].map(numberKey))].sort();
+  return [...referenceNumbers(problem).known].sort();
 }
 
 /** Steps and exact labels of any solution of a built-in problem (`labelSteps`). */

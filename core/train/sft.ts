@@ -525,7 +525,7 @@ export async function runSft(config: Partial<SftConfig>, hooks: SftHooks = {}): 
   } finally {
     metrics?.close();
     clip.release();
-    if (opt instanceof AdamW) opt.release();
+    opt.release();
     for (const g of grads.values()) g.release();
     releaseModel(model);
   }
